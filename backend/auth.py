@@ -1,0 +1,113 @@
+"""Users, roles and permissions. Every backend action calls `require`; the UI only mirrors these rules."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.errors import AuthenticationFailed, Conflict, LfopsError, NotFound, PermissionDenied
+from backend.store.models import User
+
+ROLES = ("analyst", "reviewer", "admin")
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "read"}),
+    "reviewer": frozenset({"config.save", "review.decide", "review.merge", "run.launch", "run.cancel", "read"}),
+    "admin": frozenset(
+        {
+            "config.save",
+            "review.decide",
+            "review.merge",
+            "run.launch",
+            "run.cancel",
+            "run.override",
+            "user.manage",
+            "registry.manage",
+            "read",
+        }
+    ),
+}
+ACTIONS = {
+    "config.save": "save configs",
+    "review.decide": "approve or request changes",
+    "review.merge": "merge change requests",
+    "run.launch": "launch runs",
+    "run.cancel": "cancel runs",
+    "run.override": "launch unapproved commits",
+    "user.manage": "manage users",
+    "registry.manage": "manage the model registry",
+    "read": "read",
+}
+_USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a signed-in user (or the trusted proxy's user)."""
+
+    id: int
+    name: str
+    role: str
+    email: str
+
+    def can(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+    @classmethod
+    def of(cls, user: User) -> Actor:
+        return cls(user.id, user.name, user.role, user.email or f"{user.name}@lfops.local")
+
+
+def require(actor: Actor | None, permission: str) -> Actor:
+    if actor is None:
+        raise PermissionDenied("sign in first")
+    if not actor.can(permission):
+        raise PermissionDenied(f"{actor.name} ({actor.role}) may not {ACTIONS.get(permission, permission)}")
+    return actor
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def add_user(session: Session, name: str, role: str, password: str, email: str = "") -> User:
+    if not _USERNAME_RE.match(name or ""):
+        raise LfopsError(f"name: {name!r} must be 2-32 characters: lowercase letters, digits, '_', '.', '-'")
+    if role not in ROLES:
+        raise LfopsError(f"role: {role!r} must be one of {', '.join(ROLES)}")
+    if len(password or "") < 8:
+        raise LfopsError("password: must be at least 8 characters")
+    if session.scalar(select(User).where(User.name == name)):
+        raise Conflict(f"name: user {name!r} already exists")
+    user = User(name=name, role=role, email=email or f"{name}@lfops.local", password_hash=hash_password(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, name: str, password: str) -> Actor:
+    user = session.scalar(select(User).where(User.name == name))
+    try:
+        if user is None or not user.active or not _hasher.verify(user.password_hash, password or ""):
+            raise AuthenticationFailed("wrong user name or password")
+    except (VerifyMismatchError, InvalidHashError):
+        raise AuthenticationFailed("wrong user name or password") from None
+    return Actor.of(user)
+
+
+def actor_by_name(session: Session, name: str) -> Actor:
+    """For a trusted authenticating proxy: the user it names must exist and be active."""
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None or not user.active:
+        raise NotFound(f"user {name!r} is not known to lfops")
+    return Actor.of(user)

@@ -1,0 +1,411 @@
+"""Training configs: LLaMA-Factory train arguments plus an `lfops:` metadata block LLaMA-Factory never sees.
+
+`TrainConfig.parse` reads a config file, `validate` checks it the way LLaMA-Factory would (independently of this host),
+`canonical_yaml` writes it in a stable form, and `config_hash` / `dataset_version` / `base_model_revision` identify
+what a run trains with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import posixpath
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from backend import yamlio
+from backend.errors import Problem, ValidationFailed
+
+METADATA_KEY = "lfops"
+SECTIONS = {
+    "ModelArguments": "model",
+    "FinetuningArguments": "method",
+    "DataArguments": "dataset",
+    "TrainingArguments": "train",
+    "GeneratingArguments": "generation",
+}
+SECTION_ORDER = ["model", "method", "dataset", "train", "generation"]
+# Arguments that only make sense on the machine that trains: validated on a neutral copy (see _host_neutral).
+_HOST_BOUND = ("deepspeed", "fsdp", "fsdp_config")
+_LIST_AS_CSV = ("dataset", "eval_dataset")
+_SMALL_FILE = 256 * 1024 * 1024
+# Within a section these come first, as in LLaMA-Factory's examples; the rest follow the dataclasses' order.
+_LEADING = ["model_name_or_path", "stage", "do_train", "finetuning_type", "dataset", "template", "output_dir"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Where files are read from: a directory on disk, or a Git tree (see gitstore.TreeFiles).
+
+
+class Files(Protocol):
+    def read(self, path: str) -> bytes | None: ...
+
+    def digest(self, path: str) -> str | None:
+        """sha256 of a file's contents, None if it is not a file."""
+        ...
+
+    def list_files(self, path: str) -> list[str]:
+        """Files under `path` if it is a directory (sorted, repository-relative), else []."""
+        ...
+
+
+class DirFiles:
+    """Files of a checked-out config repository (what `lfops validate` sees in CI)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, path: str) -> Path | None:
+        p = (self.root / path).resolve()
+        return p if p == self.root or self.root in p.parents else None
+
+    def read(self, path: str) -> bytes | None:
+        p = self._path(path)
+        return p.read_bytes() if p is not None and p.is_file() else None
+
+    def digest(self, path: str) -> str | None:
+        data = self.read(path)
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    def list_files(self, path: str) -> list[str]:
+        p = self._path(path)
+        if p is None or not p.is_dir():
+            return []
+        return sorted(str(f.relative_to(self.root)) for f in p.rglob("*") if f.is_file())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# LLaMA-Factory's argument schema, read from its own dataclasses.
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    name: str
+    section: str
+    type: Any
+    default: Any
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, ArgSpec]:
+    """Every key `llamafactory-cli train` accepts, in LLaMA-Factory's own order (imports llamafactory: slow once)."""
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+
+    specs: dict[str, ArgSpec] = {}
+    for dc in _TRAIN_ARGS:
+        section = next(v for k, v in SECTIONS.items() if any(b.__name__ == k for b in dc.__mro__))
+        hints = typing.get_type_hints(dc)
+        for f in dataclasses.fields(dc):
+            if not f.init:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else None
+            specs[f.name] = ArgSpec(f.name, section, hints.get(f.name, f.type), default)
+    return specs
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Any:
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(_TRAIN_ARGS)
+
+
+@lru_cache(maxsize=1)
+def known_templates() -> frozenset[str]:
+    from llamafactory.data.template import TEMPLATES
+
+    return frozenset(TEMPLATES)
+
+
+def _type_error(value: Any, tp: Any) -> str | None:
+    """None when `value` fits the annotation `tp`, else the reason."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        reasons = [_type_error(value, o) for o in options if o is not type(None)]
+        if any(r is None for r in reasons):
+            return None
+        literal = [r for r in reasons if r and r.startswith("must be one of")]
+        return (
+            literal[0] if literal else "must be " + " or ".join(_type_name(o) for o in options if o is not type(None))
+        )
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        return None if value in choices else f"must be one of {', '.join(map(str, choices))}"
+    if value is None:
+        return f"must be {_type_name(tp)}, not null"
+    if tp is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "must be a number"
+    if tp is str:
+        return None if isinstance(value, str) else "must be a string"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = [m.value for m in tp]
+        return None if value in values else f"must be one of {', '.join(map(str, values))}"
+    if origin in (list, typing.List):  # noqa: UP006
+        return None if isinstance(value, list) else "must be a list"
+    if origin in (dict, typing.Dict) or tp is dict:  # noqa: UP006
+        return None if isinstance(value, dict) else "must be a mapping"
+    return None  # exotic annotation (torch.dtype, GenerationConfig...): LLaMA-Factory's parser decides
+
+
+def _type_name(tp: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationReport:
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class TrainConfig:
+    """A training config: `args` go to LLaMA-Factory, `metadata` stays with lfops."""
+
+    args: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: bytes | str, source: str = "config") -> TrainConfig:
+        doc = yamlio.load_mapping(data, source)
+        metadata = doc.pop(METADATA_KEY, None) or {}
+        if not isinstance(metadata, dict):
+            raise ValidationFailed([Problem(METADATA_KEY, "must be a mapping")], source)
+        return cls(args=doc, metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.parse(Path(path).read_bytes(), str(path))
+
+    # ---- checks ----------------------------------------------------------------------------------------------
+
+    def check_args(self) -> list[Problem]:
+        """Keys, types and enumerations, then LLaMA-Factory's own `__post_init__` checks on a host-neutral copy."""
+        specs = schema()
+        problems = []
+        for key, value in self.args.items():
+            spec = specs.get(key)
+            if spec is None:
+                problems.append(Problem(key, "not a LLaMA-Factory training argument"))
+                continue
+            if key in _LIST_AS_CSV and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                continue
+            reason = _type_error(value, spec.type)
+            if reason:
+                problems.append(Problem(key, f"{reason} (got {value!r})"))
+        template = self.args.get("template")
+        if isinstance(template, str) and template not in known_templates():
+            problems.append(Problem("template", f"unknown template {template!r}"))
+        for required in ("model_name_or_path", "stage", "finetuning_type", "dataset", "template"):
+            if required not in self.args:
+                problems.append(Problem(required, "is required"))
+        if problems:
+            return problems
+        try:
+            _parser().parse_dict(_host_neutral(self.args), allow_extra_keys=False)
+        except Exception as exc:  # noqa: BLE001 - LLaMA-Factory raises ValueError, TypeError, ImportError...
+            problems.append(Problem("config", f"LLaMA-Factory rejects it: {str(exc).strip().splitlines()[0]}"))
+        return problems
+
+    def check_metadata(self) -> list[Problem]:
+        problems = []
+        for key, value in self.metadata.items():
+            if (
+                not isinstance(value, (str, int, float, bool, list))
+                or isinstance(value, list)
+                and not all(isinstance(v, (str, int, float, bool)) for v in value)
+            ):
+                problems.append(Problem(f"{METADATA_KEY}.{key}", "must be a scalar or a list of scalars"))
+        return problems
+
+    def dataset_dir(self) -> str:
+        return str(self.args.get("dataset_dir") or "data")
+
+    def dataset_names(self) -> list[str]:
+        names: list[str] = []
+        for key in _LIST_AS_CSV:
+            value = self.args.get(key)
+            if isinstance(value, list):
+                names += [str(v).strip() for v in value]
+            elif isinstance(value, str):
+                names += [v.strip() for v in value.split(",") if v.strip()]
+        return names
+
+    def check_datasets(self, files: Files) -> tuple[list[Problem], str]:
+        """Every dataset is defined in dataset_info.json and present; returns the problems and the dataset version."""
+        problems: list[Problem] = []
+        ddir = self.dataset_dir()
+        if ddir == "ONLINE":
+            parts = [f"hub:{n}@unpinned" for n in self.dataset_names()]
+            problems.append(Problem("dataset", "hub datasets are not pinned to a revision", "warning"))
+            return problems, _version_hash(parts)
+        norm = posixpath.normpath(ddir)
+        if ddir.startswith("/") or norm.startswith(".."):
+            return [Problem("dataset_dir", f"must be a path inside the repository, got {ddir!r}")], ""
+        info_path = posixpath.join(norm, "dataset_info.json")
+        raw = files.read(info_path)
+        if raw is None:
+            return [Problem("dataset_dir", f"{info_path} does not exist")], ""
+        try:
+            info = json.loads(raw)
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            return [Problem("dataset_dir", f"{info_path} is not valid JSON: {exc}")], ""
+        parts = []
+        for name in self.dataset_names():
+            entry = info.get(name)
+            if not isinstance(entry, dict):
+                problems.append(Problem("dataset", f"{name!r} is not defined in {info_path}"))
+                continue
+            hub = next((k for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url") if k in entry), None)
+            if hub:
+                parts.append(f"{name}:{hub}:{entry[hub]}@unpinned")
+                problems.append(Problem("dataset", f"{name!r} comes from a hub and is not pinned", "warning"))
+                continue
+            file_name = entry.get("file_name") or entry.get("cloud_file_name")
+            if not isinstance(file_name, str) or not file_name:
+                problems.append(Problem("dataset", f"{name!r} in {info_path} has no file_name"))
+                continue
+            path = posixpath.normpath(posixpath.join(norm, file_name))
+            if path.startswith("..") or file_name.startswith("/"):
+                problems.append(Problem("dataset", f"{name!r} points outside the repository: {file_name!r}"))
+                continue
+            digest = files.digest(path)
+            digests = {path: digest} if digest else {p: files.digest(p) for p in files.list_files(path)}
+            if not digests:
+                problems.append(Problem("dataset", f"{name!r}: file {path} does not exist"))
+                continue
+            parts += [f"{name}:{p}:{d}" for p, d in digests.items()]
+        failed = any(p.severity == "error" for p in problems)
+        return problems, "" if failed else _version_hash(sorted(parts))
+
+    def validate(self, files: Files) -> tuple[ValidationReport, str]:
+        report = ValidationReport(self.check_metadata())
+        report.problems += self.check_args()
+        ds_problems, version = self.check_datasets(files)
+        report.problems += ds_problems
+        return report, version
+
+    # ---- canonical form and identity --------------------------------------------------------------------------
+
+    def normalised_args(self) -> dict[str, Any]:
+        specs = schema()
+        out: dict[str, Any] = {}
+        for key, value in self.args.items():
+            if value is None:
+                continue  # null means LLaMA-Factory's default
+            spec = specs.get(key)
+            if key in _LIST_AS_CSV:
+                names = value if isinstance(value, list) else str(value).split(",")
+                value = ",".join(str(v).strip() for v in names if str(v).strip())
+            elif spec is not None and isinstance(spec.default, float) and type(value) is int:
+                value = float(value)  # learning_rate: 1 -> 1.0; but logging_steps (float, default 500) stays int
+            out[key] = value
+        return out
+
+    def training_yaml(self) -> str:
+        """Exactly what `llamafactory-cli train` is given: sections in LLaMA-Factory's order, no metadata."""
+        specs = schema()
+        args = self.normalised_args()
+        order = {name: i for i, name in enumerate(_LEADING + [k for k in specs if k not in _LEADING])}
+        chunks = []
+        for section in SECTION_ORDER:
+            keys = sorted((k for k in args if specs[k].section == section), key=order.__getitem__)
+            if keys:
+                chunks.append(f"### {section}\n" + yamlio.dump({k: args[k] for k in keys}))
+        unknown = {k: v for k, v in args.items() if k not in specs}
+        if unknown:  # only reachable for configs that failed validation; kept so nothing is silently lost
+            chunks.append("### unknown\n" + yamlio.dump(dict(sorted(unknown.items()))))
+        return "\n".join(chunks)
+
+    def canonical_yaml(self) -> str:
+        text = self.training_yaml()
+        if self.metadata:
+            text += f"\n### {METADATA_KEY} (kept by lfops, not passed to LLaMA-Factory)\n"
+            text += yamlio.dump({METADATA_KEY: dict(sorted(self.metadata.items()))})
+        return text
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.training_yaml().encode()).hexdigest()
+
+    @property
+    def base_model(self) -> str:
+        return str(self.args.get("model_name_or_path", ""))
+
+    def base_model_revision(self) -> str:
+        """A hub id's pinned revision, or a content hash of a local model's config and weight index."""
+        model = self.base_model
+        path = Path(model)
+        if model.startswith(("/", "./", "../")) or path.is_dir():
+            return "local:" + local_model_hash(path) if path.is_dir() else "local:missing"
+        revision = str(self.args.get("model_revision") or "main")
+        return revision if revision != "main" else "main (unpinned)"
+
+
+def _host_neutral(args: dict[str, Any]) -> dict[str, Any]:
+    """A copy that validates on any host: a config for GPUs (bf16, deepspeed) is still checked here on a CPU."""
+    copy = {k: v for k, v in args.items() if k not in _HOST_BOUND}
+    copy["use_cpu"] = True
+    copy["fp16"] = False
+    copy.setdefault("output_dir", "lfops-validate")
+    return copy
+
+
+def _version_hash(parts: list[str]) -> str:
+    return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest() if parts else ""
+
+
+def local_model_hash(path: Path) -> str:
+    """sha256 over a local model's config, tokenizer config and weight index, and small weight files' contents."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if not f.is_file():
+            continue
+        if f.suffix == ".json" or f.stat().st_size <= _SMALL_FILE:
+            h.update(f.name.encode() + b"\0")
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        else:  # a large shard is named by the index (hashed above) and its size
+            h.update(f"{f.name}\0{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def parse_and_validate(data: bytes | str, files: Files, source: str = "config") -> tuple[TrainConfig, str]:
+    """Parse, validate, and return the config with its dataset version; raise ValidationFailed listing every error."""
+    config = TrainConfig.parse(data, source)
+    report, version = config.validate(files)
+    if not report.ok:
+        raise ValidationFailed(report.problems, source)
+    return config, version

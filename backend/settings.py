@@ -1,0 +1,78 @@
+"""One Settings object for the whole app, read from the environment (`LFOPS_*`) with embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """Where and how training Jobs run on a Kubernetes cluster (see backend.runners.kubernetes)."""
+
+    name: str
+    namespace: str = "lfops"
+    image: str = "ghcr.io/lfops/train:0.9.5"
+    gpus_per_node: int = 1
+    node_selector: dict = field(default_factory=dict)
+    tolerations: list = field(default_factory=list)
+    priority_class: str = ""
+    outputs_pvc: str = "lfops-outputs"
+    hub_token_secret: str = ""  # name of a Secret with key HF_TOKEN; the token itself never passes through lfops
+    kueue_queue: str = ""
+    active_deadline_seconds: int = 7 * 24 * 3600
+    backoff_limit: int = 0
+    ttl_seconds_after_finished: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    database_url: str
+    repo_url: str
+    runner: str = "local"
+    main_branch: str = "main"
+    kubeconfig: str = ""
+    cluster_profiles: dict[str, ClusterProfile] = field(default_factory=dict)
+    trusted_user_header: str = ""  # e.g. X-Forwarded-User when behind oauth2-proxy
+    hub_repo: str = ""  # optional Hugging Face Hub repo for registry pushes
+
+    @property
+    def mirror_dir(self) -> Path:
+        """lfops' own bare clone of the config repo; every operation goes through it under a lock."""
+        return self.workspace / "mirror.git"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.workspace / "runs"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.workspace / "registry"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workspace / "models"
+
+    @classmethod
+    def from_env(cls, workspace: str | os.PathLike | None = None) -> Settings:
+        env = os.environ
+        ws = Path(workspace or env.get("LFOPS_WORKSPACE") or Path.cwd() / ".lfops").resolve()
+        profiles = {}
+        raw = env.get("LFOPS_CLUSTER_PROFILES", "")
+        if raw:
+            for name, spec in json.loads(raw).items():
+                profiles[name] = ClusterProfile(name=name, **spec)
+        return cls(
+            workspace=ws,
+            database_url=env.get("LFOPS_DATABASE_URL") or f"sqlite:///{ws / 'lfops.db'}",
+            repo_url=env.get("LFOPS_REPO_URL") or str(ws / "origin.git"),
+            runner=env.get("LFOPS_RUNNER", "local"),
+            main_branch=env.get("LFOPS_MAIN_BRANCH", "main"),
+            kubeconfig=env.get("LFOPS_KUBECONFIG", ""),
+            cluster_profiles=profiles,
+            trusted_user_header=env.get("LFOPS_TRUSTED_USER_HEADER", ""),
+            hub_repo=env.get("LFOPS_HUB_REPO", ""),
+        )

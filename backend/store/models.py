@@ -1,0 +1,168 @@
+"""SQLAlchemy models of the metadata store.
+
+What lineage queries filter on (commit, config hash, dataset version, status, final loss) are typed, indexed
+columns, not generic key/value rows: that is the lesson of MLflow's params/tags tables.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON, datetime: DateTime(timezone=True)}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(255), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChangeRequest(Base):
+    __tablename__ = "change_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    branch: Mapped[str] = mapped_column(String(255), index=True)
+    base_commit: Mapped[str] = mapped_column(String(40))
+    head_commit: Mapped[str] = mapped_column(String(40))
+    config_path: Mapped[str] = mapped_column(String(255), index=True)
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    dataset_version: Mapped[str] = mapped_column(String(80))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True, default="open")
+    merged_commit: Mapped[str | None] = mapped_column(String(40), index=True)
+    merged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    merged_at: Mapped[datetime | None]
+
+    author: Mapped[User] = relationship(foreign_keys=[author_id])
+    merged_by: Mapped[User | None] = relationship(foreign_keys=[merged_by_id])
+    reviews: Mapped[list[Review]] = relationship(back_populates="change_request", order_by="Review.id")
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_request_id: Mapped[int] = mapped_column(ForeignKey("change_requests.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    decision: Mapped[str] = mapped_column(String(20))  # approved | changes_requested
+    comment: Mapped[str] = mapped_column(Text, default="")
+    head_commit: Mapped[str] = mapped_column(String(40))  # an approval is for this exact head
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    change_request: Mapped[ChangeRequest] = relationship(back_populates="reviews")
+    reviewer: Mapped[User] = relationship()
+
+
+class Config(Base):
+    """One training config as it stands at one commit (a branch head or a merge on main)."""
+
+    __tablename__ = "configs"
+    __table_args__ = (UniqueConstraint("commit", "path"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    commit: Mapped[str] = mapped_column(String(40), index=True)
+    path: Mapped[str] = mapped_column(String(255))
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    dataset_version: Mapped[str] = mapped_column(String(80), index=True)
+    base_model: Mapped[str] = mapped_column(String(500))
+    base_model_revision: Mapped[str] = mapped_column(String(80), default="")
+    change_request_id: Mapped[int | None] = mapped_column(ForeignKey("change_requests.id"), index=True)
+    params: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_config_status_loss", "config_id", "status", "final_loss"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    config_id: Mapped[int] = mapped_column(ForeignKey("configs.id"), index=True)
+    backend: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(20), index=True, default="queued")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    submitted_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    resources: Mapped[dict] = mapped_column(default=dict)
+    run_dir: Mapped[str] = mapped_column(String(500), default="")
+    override_reason: Mapped[str] = mapped_column(Text, default="")
+    reproduces_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    final_loss: Mapped[float | None] = mapped_column(Float)
+    final_metrics: Mapped[dict] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    config: Mapped[Config] = relationship()
+    submitted_by: Mapped[User] = relationship()
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    # "curve of one run" and "latest value of key per run" are both prefix scans of this index.
+    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20), default="adapter")  # adapter | full
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    artifact_uri: Mapped[str] = mapped_column(String(1000))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run | None] = relationship()
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    target: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    detail: Mapped[dict] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,0 +1,120 @@
+"""A workspace: the settings, the metadata store and the config repository, wired together once.
+
+`Workspace.open()` is what the CLI and the WebUI start from; `Workspace.init()` makes the embedded default
+(a bare Git repository as `origin`, SQLite, a tiny demo model and one user per role).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import select
+
+from backend import audit, demo
+from backend.auth import ROLES, Actor, add_user, authenticate, new_password
+from backend.config import TrainConfig
+from backend.gitstore import GitStore, Identity, init_origin
+from backend.review import ChangeRequests
+from backend.settings import Settings
+from backend.store import Store
+from backend.store.models import User
+
+VALIDATE_WORKFLOW_GITHUB = """\
+name: validate training configs
+on: [push, pull_request]
+jobs:
+  validate:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with: {python-version: "3.11"}
+      - run: pip install lfops
+      - run: lfops validate configs/*.yaml
+"""
+VALIDATE_WORKFLOW_GITLAB = """\
+validate:
+  image: python:3.11
+  script:
+    - pip install lfops
+    - lfops validate configs/*.yaml
+"""
+REPO_README = """\
+# Training configs
+
+Each file in `configs/` is a LLaMA-Factory training config (what `llamafactory-cli train` takes) plus an `lfops:`
+block that lfops keeps for itself. Changes arrive as change requests from lfops and are merged after review.
+`data/dataset_info.json` names the datasets; CI runs `lfops validate` on every change.
+"""
+
+
+@dataclass
+class InitResult:
+    settings: Settings
+    created: bool
+    credentials: dict[str, tuple[str, str]]  # user -> (role, password), shown once, never stored in clear
+
+
+class Workspace:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Workspace:
+        return cls(settings or Settings.from_env())
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.settings.database_url)
+
+    @cached_property
+    def repo(self) -> GitStore:
+        repo = GitStore(self.settings.mirror_dir, self.settings.repo_url, self.settings.main_branch)
+        repo.ensure_mirror()
+        return repo
+
+    @cached_property
+    def changes(self) -> ChangeRequests:
+        return ChangeRequests(self.store, self.repo)
+
+    def login(self, name: str, password: str) -> Actor:
+        with self.store.session() as s:
+            return authenticate(s, name, password)
+
+    # ---- init ---------------------------------------------------------------------------------------------------
+
+    def init(self, demo_users: bool = True, with_model: bool = True) -> InitResult:
+        """Create what is missing of the embedded default; an existing workspace is left as it is."""
+        ws = self.settings
+        ws.workspace.mkdir(parents=True, exist_ok=True)
+        model_dir = ws.models_dir / demo.DEMO_MODEL
+        if with_model:
+            demo.make_tiny_model(model_dir)
+        created = False
+        origin = ws.workspace / "origin.git"
+        if ws.repo_url == str(origin) and not (origin / "HEAD").exists():
+            files = {
+                **demo.dataset_files(),
+                "README.md": REPO_README,
+                ".github/workflows/validate.yml": VALIDATE_WORKFLOW_GITHUB,
+                ".gitlab-ci.yml": VALIDATE_WORKFLOW_GITLAB,
+                "configs/example.yaml": TrainConfig(
+                    demo.example_config(model_dir), {"description": "LoRA SFT of the tiny demo model"}
+                ).canonical_yaml(),
+            }
+            init_origin(origin, files, Identity("lfops", "lfops@localhost"), ws.main_branch)
+            created = True
+        self.repo.fetch()
+        credentials: dict[str, tuple[str, str]] = {}
+        with self.store.session() as s:
+            if s.scalar(select(User.id).limit(1)) is None:
+                names = {"admin": "admin"} | ({"analyst": "alice", "reviewer": "rita"} if demo_users else {})
+                for role in ROLES:
+                    if role in names:
+                        password = new_password()
+                        add_user(s, names[role], role, password)
+                        credentials[names[role]] = (role, password)
+                audit.record(s, "lfops", "workspace.init", str(ws.workspace), users=sorted(credentials))
+                created = True
+        return InitResult(ws, created, credentials)

@@ -1,0 +1,140 @@
+"""YAML read and written the way LLaMA-Factory reads it.
+
+LLaMA-Factory loads configs with OmegaConf, whose float rule (YAML 1.2 style) reads `5e-5` as a float where PyYAML's
+YAML 1.1 rule reads the string "5e-5". We parse with that same rule, and we write floats in a form both parsers agree
+on (`5.0e-05`), and quote strings that either parser would take for a number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import yaml
+
+from backend.errors import Problem, ValidationFailed
+
+# OmegaConf's float resolver (omegaconf/_utils.py: get_yaml_loader).
+_FLOAT_RE = re.compile(
+    r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+MAX_BYTES = 1_000_000
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe, OmegaConf-compatible floats, no anchors/aliases (no alias bombs), no duplicate keys."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _ch in list(_Loader.yaml_implicit_resolvers):
+    _Loader.yaml_implicit_resolvers[_ch] = [
+        (tag, rx) for tag, rx in _Loader.yaml_implicit_resolvers[_ch] if tag != "tag:yaml.org,2002:float"
+    ]
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def _compose_node(self: _Loader, parent: Any, index: Any) -> Any:
+    if self.check_event(yaml.AliasEvent):
+        event = self.peek_event()
+        raise yaml.constructor.ConstructorError(
+            None, None, "YAML aliases (*name) are not allowed in training configs", event.start_mark
+        )
+    event = self.peek_event()
+    if getattr(event, "anchor", None):
+        raise yaml.constructor.ConstructorError(
+            None, None, "YAML anchors (&name) are not allowed in training configs", event.start_mark
+        )
+    return yaml.SafeLoader.compose_node(self, parent, index)
+
+
+def _construct_mapping(self: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = self.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(self, node, deep=deep)
+
+
+_Loader.compose_node = _compose_node  # type: ignore[method-assign]
+_Loader.construct_mapping = _construct_mapping  # type: ignore[method-assign]
+
+
+def load_mapping(data: bytes | str, source: str = "config") -> dict[str, Any]:
+    """Parse a YAML document that must be a mapping; any problem is a ValidationFailed naming `source`."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_BYTES:
+            raise ValidationFailed([Problem("file", f"larger than {MAX_BYTES} bytes")], source)
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed([Problem("file", f"not UTF-8 (byte {exc.start})")], source) from None
+    try:
+        doc = yaml.load(data, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValidationFailed([Problem(where, f"invalid YAML: {problem}")], source) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ValidationFailed([Problem("file", f"must be a YAML mapping, got {type(doc).__name__}")], source)
+    for key in doc:
+        if not isinstance(key, str):
+            raise ValidationFailed([Problem(repr(key), "keys must be strings")], source)
+    return doc
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.yaml_implicit_resolvers = {k: list(v) for k, v in _Loader.yaml_implicit_resolvers.items()}
+
+
+def _represent_float(dumper: yaml.SafeDumper, value: float) -> yaml.ScalarNode:
+    if math.isnan(value):
+        text = ".nan"
+    elif math.isinf(value):
+        text = ".inf" if value > 0 else "-.inf"
+    else:
+        text = repr(value).lower()
+        if "e" in text:
+            mantissa, exp = text.split("e")
+            if "." not in mantissa:
+                mantissa += ".0"
+            sign = "-" if exp.startswith("-") else "+"
+            text = f"{mantissa}e{sign}{exp.lstrip('+-').zfill(2)}"
+        elif "." not in text:
+            text += ".0"
+    return dumper.represent_scalar("tag:yaml.org,2002:float", text)
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # Quote anything either parser could read as a non-string (PyYAML 1.1 or OmegaConf's rules).
+    resolved_11 = yaml.SafeDumper.resolve(dumper, yaml.ScalarNode, value, (True, False))
+    resolved_12 = _Dumper.resolve(dumper, yaml.ScalarNode, value, (True, False))
+    str_tag = "tag:yaml.org,2002:str"
+    style = "'" if resolved_11 != str_tag or resolved_12 != str_tag else None
+    if "\n" in value:
+        style = "|"
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(float, _represent_float)
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump(doc: dict[str, Any]) -> str:
+    """Block-style YAML in the given key order, with normalised scalars."""
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
