@@ -25,6 +25,12 @@ class ClusterProfile:
     active_deadline_seconds: int = 7 * 24 * 3600
     backoff_limit: int = 0
     ttl_seconds_after_finished: int = 7 * 24 * 3600
+    master_port: int = 29500  # torchrun rendezvous port on pod 0 of a multi-node run
+    service_account: str = ""  # for the training pods (they get no API token either way)
+    image_pull_secret: str = ""
+    pod_labels: dict = field(default_factory=dict)  # extra labels/annotations on training pods (cost centre, mesh)
+    pod_annotations: dict = field(default_factory=dict)
+    outputs_mount: str = ""  # where this app sees outputs_pvc (e.g. /outputs in its own pod); "" = not readable here
 
 
 @dataclass(frozen=True)
