@@ -255,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_log)
+
+    from backend import cli_runs  # launch, runs, registry, lineage, reproduce
+
+    cli_runs.add_parsers(sub)
     return parser
 
 

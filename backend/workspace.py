@@ -15,7 +15,10 @@ from backend import audit, demo
 from backend.auth import ROLES, Actor, add_user, authenticate, new_password
 from backend.config import TrainConfig
 from backend.gitstore import GitStore, Identity, init_origin
+from backend.lineage import Lineage
+from backend.registry import Registry
 from backend.review import ChangeRequests
+from backend.runs import Runs, make_runner
 from backend.settings import Settings
 from backend.store import Store
 from backend.store.models import User
@@ -77,6 +80,19 @@ class Workspace:
     @cached_property
     def changes(self) -> ChangeRequests:
         return ChangeRequests(self.store, self.repo)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.store, self.settings)
+
+    @cached_property
+    def runs(self) -> Runs:
+        """Launch policy and run tracking over the runner settings.runner names (local by default)."""
+        return Runs(self.store, self.repo, make_runner(self.settings, self.repo), self.registry)
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        return Lineage(self.store, self.registry)
 
     def login(self, name: str, password: str) -> Actor:
         with self.store.session() as s:

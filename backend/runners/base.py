@@ -73,6 +73,14 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def cancel(self, external_id: str) -> None: ...
 
+    def output_dir(self, external_id: str) -> str:
+        """Where the run's LLaMA-Factory output_dir can be read on this machine ("" if it cannot, yet).
+
+        The run tracker tails `trainer_log.jsonl` there while training and reads `all_results.json` /
+        `trainer_state.json` at the end; the registry copies the finished model from it (a shared volume in a cluster).
+        """
+        return ""
+
     def wait(self, external_id: str, timeout: float | None = None, poll: float = 0.5) -> RunStatus:
         import time
 

@@ -1,0 +1,356 @@
+"""The local runner: `llamafactory-cli train` as a detached process on this machine, one directory per run.
+
+A run directory holds everything about one run, so the app can die and come back without losing it:
+
+    runs/run-000012/
+      checkout/       the config repository exactly at the run's commit (`git archive`, never a shared working copy)
+      train.yaml      what `llamafactory-cli train` reads: the config without metadata, output_dir -> output/
+      output/         LLaMA-Factory's output_dir (adapter, trainer_log.jsonl, all_results.json, trainer_state.json)
+      train.log       stdout and stderr of the training process tree
+      process.json    pid and psutil create time of the process group leader (re-attach after a restart)
+      exit_code       written by the wrapper shell when training ends (how a restarted app learns the outcome)
+      cancelled       written before a cancel signals the process group
+
+The child runs in its own session (`start_new_session=True`): it survives the app, and cancel signals the whole
+process tree with `os.killpg`. It gets its own `cwd=` and `env=`; the app's working directory is never changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from backend import yamlio
+from backend.config import METADATA_KEY
+from backend.errors import GitFailure, LfopsError, NotFound
+from backend.gitstore import GitStore
+from backend.runners.base import Runner, RunSpec, RunState, RunStatus
+
+_ID_RE = re.compile(r"^run-\d{6,}$")
+# The wrapper shell waits for training and records its exit code atomically; killing the group kills it too.
+_WRAPPER = '"$1" train "$2"; code=$?; printf "%s\\n" "$code" > "$3.tmp" && mv "$3.tmp" "$3"'
+_ERROR_RE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b:?")
+# Never hand the app's own secrets (database URL, passwords) to a training process.
+_SECRET_ENV_PREFIXES = ("LFOPS_",)
+
+
+def llamafactory_cli() -> Path:
+    """The `llamafactory-cli` of the Python environment lfops runs in (never whichever one is first on PATH)."""
+    return Path(sys.executable).parent / "llamafactory-cli"
+
+
+def external_id_for(run_id: int) -> str:
+    return f"run-{run_id:06d}"
+
+
+class LocalRunner(Runner):
+    """Runs training as local processes; status comes from the process, its exit code and its files."""
+
+    name = "local"
+
+    def __init__(self, runs_dir: Path, repo: GitStore, cli: Path | None = None, cancel_grace_s: float = 10.0) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.repo = repo
+        self.cli = Path(cli) if cli else llamafactory_cli()
+        self.cancel_grace_s = cancel_grace_s
+        self._children: dict[str, subprocess.Popen] = {}  # started by this process: reaped so no zombie lingers
+        self._lock = threading.Lock()
+
+    # ---- paths --------------------------------------------------------------------------------------------------
+
+    def run_dir(self, external_id: str) -> Path:
+        if not isinstance(external_id, str) or not _ID_RE.match(external_id):
+            raise NotFound(f"run: {external_id!r} is not a local run id (run-NNNNNN)")
+        return self.runs_dir / external_id
+
+    def output_dir(self, external_id: str) -> str:
+        return str(self.run_dir(external_id) / "output")
+
+    def log_path(self, external_id: str) -> Path:
+        return self.run_dir(external_id) / "train.log"
+
+    # ---- submit -------------------------------------------------------------------------------------------------
+
+    def submit(self, spec: RunSpec) -> str:
+        external_id = external_id_for(spec.run_id)
+        run_dir = self.run_dir(external_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with _flocked(run_dir / ".submit.lock"):
+            if (run_dir / "process.json").exists():
+                return external_id  # submitted before: never start a second process for one run
+            checkout = run_dir / "checkout"
+            if checkout.exists():  # a submit that died half-way: start the checkout again
+                shutil.rmtree(checkout)
+            self._checkout(spec.commit, checkout)
+            yaml_path = run_dir / "train.yaml"
+            yaml_path.write_text(self.training_yaml(spec, run_dir))
+            (run_dir / "output").mkdir(exist_ok=True)
+            self._start(spec, run_dir, checkout, yaml_path)
+        return external_id
+
+    def training_yaml(self, spec: RunSpec, run_dir: Path) -> str:
+        """The spec's training YAML with output_dir in the run directory; relative paths stay relative to checkout/."""
+        args = yamlio.load_mapping(spec.training_yaml, spec.config_path)
+        args.pop(METADATA_KEY, None)
+        args["output_dir"] = str(run_dir / "output")
+        return yamlio.dump(args)
+
+    def _checkout(self, commit: str, dest: Path) -> None:
+        if not self.repo.has_commit(commit):
+            self.repo.fetch()
+            if not self.repo.has_commit(commit):
+                raise GitFailure(f"commit: {commit} is not in the config repository")
+        dest.mkdir(parents=True)
+        proc = subprocess.Popen(
+            ["git", "-C", str(self.repo.mirror_dir), "archive", "--format=tar", commit],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            tar.extractall(dest, filter="data")  # "data" refuses absolute paths, links out of dest, devices
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.wait() != 0:
+            raise GitFailure(f"git archive {commit} failed: {stderr.strip()}")
+
+    def _start(self, spec: RunSpec, run_dir: Path, checkout: Path, yaml_path: Path) -> None:
+        if not self.cli.exists():
+            raise LfopsError(f"runner: {self.cli} does not exist (is llamafactory installed in this environment?)")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_ENV_PREFIXES)}
+        env.update({"PYTHONUNBUFFERED": "1", "LFOPS_RUN_ID": str(spec.run_id)})
+        exit_file = run_dir / "exit_code"
+        command = [str(self.cli), "train", str(yaml_path)]
+        with open(run_dir / "train.log", "ab") as log:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", _WRAPPER, "lfops-run", str(self.cli), str(yaml_path), str(exit_file)],
+                cwd=checkout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own session and process group: survives the app, killpg reaches all
+                close_fds=True,
+            )
+        try:
+            create_time = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:  # ended already (e.g. the CLI crashed at once); the exit code tells the rest
+            create_time = 0.0
+        info = {
+            "pid": proc.pid,
+            "create_time": create_time,
+            "command": command,
+            "cwd": str(checkout),
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        _write_atomic(run_dir / "process.json", json.dumps(info, indent=1))
+        with self._lock:
+            self._children[external_id_for(spec.run_id)] = proc
+
+    # ---- status -------------------------------------------------------------------------------------------------
+
+    def process_info(self, external_id: str) -> dict | None:
+        path = self.run_dir(external_id) / "process.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _reap(self, external_id: str) -> None:
+        with self._lock:
+            proc = self._children.get(external_id)
+            if proc is not None and proc.poll() is not None:
+                del self._children[external_id]
+
+    def is_alive(self, external_id: str) -> bool:
+        """True while the recorded process (same pid and same create time, not a zombie) still exists."""
+        self._reap(external_id)
+        info = self.process_info(external_id)
+        return info is not None and _alive(info)
+
+    def status(self, external_id: str) -> RunStatus:
+        run_dir = self.run_dir(external_id)
+        if not run_dir.exists():
+            return RunStatus(RunState.LOST, f"run directory {run_dir} is missing", external_id)
+        info = self.process_info(external_id)
+        if info is None:
+            return RunStatus(RunState.QUEUED, "", external_id)
+        self._reap(external_id)
+        code = _read_exit_code(run_dir / "exit_code")
+        cancelled = _read_text(run_dir / "cancelled")
+        if code == 0:
+            return RunStatus(RunState.SUCCEEDED, "", external_id)
+        if code is not None:
+            if cancelled is not None:
+                return RunStatus(RunState.CANCELLED, cancelled, external_id)
+            return RunStatus(RunState.FAILED, failure_reason(run_dir / "train.log", code), external_id)
+        if _alive(info):
+            return RunStatus(RunState.RUNNING, "", external_id)
+        if cancelled is not None:
+            return RunStatus(RunState.CANCELLED, cancelled, external_id)
+        return RunStatus(
+            RunState.LOST,
+            f"process {info['pid']} ended without an exit code (killed from outside or the machine restarted)",
+            external_id,
+        )
+
+    # ---- logs ---------------------------------------------------------------------------------------------------
+
+    def logs(self, external_id: str, follow: bool = False, poll: float = 0.25) -> Iterator[str]:
+        path = self.log_path(external_id)
+        while follow and not path.exists():
+            if self.status(external_id).state.finished:
+                return
+            time.sleep(poll)
+        if not path.exists():
+            return
+        with open(path, "rb") as fh:
+            pending = b""
+            while True:
+                chunk = fh.read(1 << 16)
+                if chunk:
+                    pending += chunk
+                    *lines, pending = re.split(rb"\r\n|\n|\r", pending)
+                    for line in lines:
+                        yield line.decode(errors="replace")
+                    continue
+                if not follow or self.status(external_id).state.finished:
+                    rest = fh.read()  # whatever arrived between the last read and the end
+                    for line in re.split(rb"\r\n|\n|\r", pending + rest):
+                        if line:
+                            yield line.decode(errors="replace")
+                    return
+                time.sleep(poll)
+
+    # ---- cancel -------------------------------------------------------------------------------------------------
+
+    def cancel(self, external_id: str, reason: str = "cancelled") -> None:
+        """Stop the whole process tree: SIGTERM to the group, SIGKILL to what is left after the grace period."""
+        run_dir = self.run_dir(external_id)
+        info = self.process_info(external_id)
+        if info is None:
+            raise NotFound(f"run {external_id} has no process to cancel")
+        if _read_exit_code(run_dir / "exit_code") is not None:
+            return  # already ended on its own
+        _write_atomic(run_dir / "cancelled", reason)
+        if not _alive(info):
+            return
+        pgid = int(info["pid"])  # the leader of its own session: its pid is the group id
+        _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.cancel_grace_s
+        while time.monotonic() < deadline:
+            self._reap(external_id)
+            if not _group_exists(pgid):
+                return
+            time.sleep(0.1)
+        _killpg(pgid, signal.SIGKILL)
+        for _ in range(50):
+            self._reap(external_id)
+            if not _group_exists(pgid):
+                return
+            time.sleep(0.1)
+
+
+# ---- helpers --------------------------------------------------------------------------------------------------------
+
+
+def _alive(info: dict) -> bool:
+    try:
+        proc = psutil.Process(int(info["pid"]))
+        # A pid is reused by the OS: the same pid with another start time is another process.
+        if abs(proc.create_time() - float(info["create_time"])) > 0.5:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in a process group."""
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return members
+
+
+def _group_exists(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _read_exit_code(path: Path) -> int | None:
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
+def failure_reason(log: Path, code: int) -> str:
+    """The exit code and the last error line of the log (what a user needs first)."""
+    if code > 128:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        head = f"killed by {name} (exit code {code})"
+    else:
+        head = f"exit code {code}"
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 65536))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return head
+    errors = [ln for ln in lines if _ERROR_RE.search(ln)]
+    last = errors[-1] if errors else (lines[-1] if lines else "")
+    return f"{head}: {last[:500]}" if last else head
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
