@@ -201,6 +201,12 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webui(args: argparse.Namespace) -> int:
+    from webui.serve import serve  # Gradio and LLaMA-Factory load only for this command
+
+    return serve(host=args.host, port=args.port, no_auth=args.no_auth, workspace=args.workspace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lfops", description="Reviewed, traceable LLaMA-Factory fine-tuning.")
     parser.add_argument("--workspace", help="workspace directory (default: $LFOPS_WORKSPACE or ./.lfops)")
@@ -255,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("webui", help="the WebUI: LlamaBoard with Save to repo, Review, Runs & lineage (sign-in)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--no-auth", action="store_true", help="no sign-in (refused unless the host is loopback)")
+    p.set_defaults(func=cmd_webui)
 
     from backend import cli_runs  # launch, runs, registry, lineage, reproduce
 

@@ -1,0 +1,173 @@
+"""Training config validation, canonical YAML and identity hashes, read the way LLaMA-Factory reads them."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from backend import yamlio
+from backend.config import DirFiles, TrainConfig, parse_and_validate
+from backend.errors import ValidationFailed
+
+BASE = {
+    "model_name_or_path": "/models/tiny",
+    "stage": "sft",
+    "do_train": True,
+    "finetuning_type": "lora",
+    "dataset": "demo",
+    "template": "default",
+    "learning_rate": 5.0e-5,
+    "output_dir": "saves/x",
+}
+
+
+@pytest.fixture
+def repo(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo.json").write_text('[{"instruction": "a", "input": "", "output": "b"}]')
+    (tmp_path / "data" / "dataset_info.json").write_text(
+        '{"demo": {"file_name": "demo.json"}, "hub": {"hf_hub_url": "org/ds"}}'
+    )
+    return DirFiles(tmp_path)
+
+
+def errors_of(doc: str | bytes, repo) -> list[str]:
+    try:
+        config = TrainConfig.parse(doc)
+    except ValidationFailed as exc:
+        return [str(p) for p in exc.problems]
+    report, _ = config.validate(repo)
+    return [str(p) for p in report.errors]
+
+
+def with_(**kw) -> str:
+    return yamlio.dump({**BASE, **kw})  # quotes "5e-5", which PyYAML's safe_dump would leave bare
+
+
+def test_valid_config_validates_and_has_a_dataset_version(repo):
+    config, version = parse_and_validate(with_(), repo)
+    assert version.startswith("sha256:")
+    assert config.base_model == "/models/tiny"
+
+
+def test_unquoted_exponent_float_is_a_number_as_in_llamafactory(repo):
+    doc = with_().replace("learning_rate: 5.0e-05", "learning_rate: 5e-5")
+    assert "learning_rate: 5e-5\n" in doc
+    config, _ = parse_and_validate(doc, repo)
+    assert config.args["learning_rate"] == 5e-5
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"learning_rate": "5e-5"}, "learning_rate: must be a number"),
+        ({"lora_rank": 1.5}, "lora_rank: must be an integer"),
+        ({"do_train": "yes"}, "do_train: must be true or false"),
+        ({"stage": "xyz"}, "stage: must be one of pt, sft, rm, ppo, dpo, kto"),
+        ({"finetuning_type": "qlora"}, "finetuning_type: must be one of"),
+        ({"template": "nope"}, "template: unknown template 'nope'"),
+        ({"not_an_arg": 1}, "not_an_arg: not a LLaMA-Factory training argument"),
+        ({"dataset": "missing"}, "dataset: 'missing' is not defined in data/dataset_info.json"),
+        ({"dataset_dir": "../elsewhere"}, "dataset_dir: must be a path inside the repository"),
+        ({"lr_scheduler_type": "sideways"}, "LLaMA-Factory rejects it"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_reason(repo, change, expected):
+    errors = errors_of(with_(**change), repo)
+    assert any(expected in e for e in errors), errors
+
+
+def test_missing_dataset_file_is_an_error(repo):
+    (repo.root / "data" / "demo.json").unlink()
+    assert errors_of(with_(), repo) == ["dataset: 'demo': file data/demo.json does not exist"]
+
+
+def test_required_keys(repo):
+    doc = yaml.safe_dump({k: v for k, v in BASE.items() if k != "template"})
+    assert "template: is required" in errors_of(doc, repo)
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (b"- a\n- b\n", "file: must be a YAML mapping, got list"),
+        (b"plain string", "file: must be a YAML mapping, got str"),
+        (b"a: [1, 2\n", "invalid YAML"),
+        (b"\xff\xfe\x00bad", "file: not UTF-8"),
+        (b"a: 1\na: 2\n", "duplicate key 'a'"),
+        (b"a: &x [1, 2]\nb: *x\n", "anchors (&name) are not allowed"),
+        (b"lfops: [1]\n", "lfops: must be a mapping"),
+    ],
+)
+def test_malformed_documents(repo, doc, expected):
+    errors = errors_of(doc, repo)
+    assert any(expected in e for e in errors), errors
+
+
+def test_alias_bomb_is_refused_quickly(repo):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=False)
+    )
+    assert any("not allowed" in e for e in errors_of(bomb, repo))
+
+
+def test_gpu_config_validates_on_this_cpu_machine(repo):
+    config, _ = parse_and_validate(with_(bf16=True, deepspeed="examples/deepspeed/ds_z3_config.json"), repo)
+    assert config.args["bf16"] is True and "deepspeed" in config.args
+
+
+def test_hub_dataset_is_flagged_unpinned(repo):
+    config = TrainConfig.parse(with_(dataset="hub"))
+    report, version = config.validate(repo)
+    assert report.ok and version
+    assert [str(w) for w in report.warnings] == ["dataset: 'hub' comes from a hub and is not pinned"]
+
+
+def test_canonical_yaml_is_stable_and_order_independent():
+    a = TrainConfig.parse(with_())
+    reordered = TrainConfig.parse(yaml.safe_dump(dict(reversed(list(BASE.items())))))
+    assert a.canonical_yaml() == reordered.canonical_yaml()
+    again = TrainConfig.parse(a.canonical_yaml())
+    assert again.canonical_yaml() == a.canonical_yaml()
+    assert a.canonical_yaml().splitlines()[:2] == ["### model", "model_name_or_path: /models/tiny"]
+
+
+def test_canonical_floats_and_strings_read_the_same_in_pyyaml_and_omegaconf():
+    config = TrainConfig.parse(with_(learning_rate=5e-5, warmup_ratio=0.1, run_name="1e3", adam_epsilon=1e-08))
+    text = config.training_yaml()
+    assert "learning_rate: 5.0e-05" in text
+    by_pyyaml = yaml.safe_load(text)
+    by_omegaconf = OmegaConf.to_container(OmegaConf.create(text))
+    assert by_pyyaml == by_omegaconf
+    assert by_pyyaml["learning_rate"] == 5e-5 and by_pyyaml["run_name"] == "1e3"
+
+
+def test_config_hash_tracks_values_not_order_or_metadata():
+    a = TrainConfig.parse(with_())
+    b = TrainConfig.parse(with_(learning_rate=1e-4))
+    c = TrainConfig(dict(a.args), {"description": "other words"})
+    assert a.config_hash() != b.config_hash()
+    assert a.config_hash() == c.config_hash()
+    assert "lfops" not in c.training_yaml() and "other words" in c.canonical_yaml()
+
+
+def test_dataset_version_tracks_file_contents(repo):
+    _, v1 = parse_and_validate(with_(), repo)
+    (repo.root / "data" / "demo.json").write_text('[{"instruction": "changed", "input": "", "output": "b"}]')
+    _, v2 = parse_and_validate(with_(), repo)
+    assert v1 != v2
+
+
+def test_local_base_model_is_hashed(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 64}')
+    config = TrainConfig.parse(with_(model_name_or_path=str(model)))
+    rev1 = config.base_model_revision()
+    (model / "config.json").write_text('{"hidden_size": 128}')
+    assert rev1.startswith("local:") and config.base_model_revision() != rev1
+    hub = TrainConfig.parse(with_(model_name_or_path="org/model", model_revision="abc123"))
+    assert hub.base_model_revision() == "abc123"
+    assert TrainConfig.parse(with_(model_name_or_path="org/model")).base_model_revision() == "main (unpinned)"
