@@ -1,0 +1,184 @@
+"""The Review tab: change requests with filters; one request's YAML diff, hyperparameter table against main,
+validation and reviews; approve, request changes, merge and close, offered by role and checked again in backend/."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from backend.errors import LfopsError
+from backend.review import STATUSES, ChangeRequestDetail
+from webui.render import diff_html, error_md, md_code, md_text, value_text
+
+if TYPE_CHECKING:
+    from webui.app import AppContext
+
+LIST_HEADERS = ["#", "status", "author", "config", "title", "updated"]
+PARAM_HEADERS = ["parameter", "before", "after", "change"]
+_CHANGE_ORDER = {"changed": 0, "added": 1, "removed": 2, "unchanged": 3}
+
+
+class ReviewTab:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def build(self) -> None:
+        with gr.Tab("Review", id="review", elem_id="lfops-tab-review"):
+            with gr.Row(equal_height=True):
+                self.status = gr.Dropdown(
+                    ["all", *STATUSES], value="all", label="Status", scale=1, elem_id="lfops-filter-status"
+                )
+                self.author = gr.Textbox(
+                    label="Author", placeholder="user name", scale=1, elem_id="lfops-filter-author"
+                )
+                self.refresh = gr.Button("Refresh", scale=0, elem_id="lfops-cr-refresh")
+            self.table = gr.Dataframe(
+                headers=LIST_HEADERS, interactive=False, wrap=True, elem_id="lfops-cr-table", label="Change requests"
+            )
+            with gr.Row(equal_height=True):
+                self.cr_id = gr.Number(
+                    label="Change request #", value=None, precision=0, scale=1, elem_id="lfops-cr-id"
+                )
+                self.open_btn = gr.Button("Open", scale=0, elem_id="lfops-cr-open")
+            self.header = gr.Markdown(elem_id="lfops-cr-header")
+            with gr.Row():
+                with gr.Column(scale=1):
+                    self.params_title = gr.Markdown("#### Hyperparameters")
+                    self.show_all = gr.Checkbox(label="show unchanged parameters", value=False)
+                    self.params = gr.Dataframe(
+                        headers=PARAM_HEADERS, interactive=False, wrap=True, elem_id="lfops-cr-params"
+                    )
+                with gr.Column(scale=1):
+                    gr.Markdown("#### YAML diff against main")
+                    self.diff = gr.HTML(elem_id="lfops-cr-diff")
+            self.validation = gr.Markdown(elem_id="lfops-cr-validation")
+            self.reviews = gr.Markdown(elem_id="lfops-cr-reviews")
+            self.comment = gr.Textbox(label="Review comment", lines=2, elem_id="lfops-review-comment")
+            with gr.Row():
+                self.approve_btn = gr.Button("Approve", variant="primary", elem_id="lfops-approve-btn")
+                self.changes_btn = gr.Button("Request changes", elem_id="lfops-request-changes-btn")
+                self.merge_btn = gr.Button("Merge", variant="primary", elem_id="lfops-merge-btn")
+                self.close_btn = gr.Button("Close request", variant="stop", elem_id="lfops-close-btn")
+            self.reviewer_note = gr.Markdown(
+                "Approving and merging is for reviewers and admins; you can close your own change requests.",
+                elem_id="lfops-reviewer-note",
+            )
+            self.result = gr.Markdown(elem_id="lfops-review-result")
+
+        detail = [self.header, self.params_title, self.params, self.diff, self.validation, self.reviews]
+        listing = dict(fn=self.on_list, inputs=[self.status, self.author], outputs=[self.table])
+        self.refresh.click(**listing, api_name="review_list")
+        self.status.change(**listing)
+        self.author.submit(**listing)
+        self.ctx.on_tab_load(**listing)
+        self.open_btn.click(self.on_show, [self.cr_id, self.show_all], detail, api_name="review_show")
+        self.cr_id.submit(self.on_show, [self.cr_id, self.show_all], detail)
+        self.show_all.change(self.on_show, [self.cr_id, self.show_all], detail)
+        self.table.select(self.on_select, [self.table], [self.cr_id]).then(
+            self.on_show, [self.cr_id, self.show_all], detail
+        )
+        for button, fn, api_name in (
+            (self.approve_btn, self.on_approve, "review_approve"),
+            (self.changes_btn, self.on_request_changes, "review_request_changes"),
+            (self.merge_btn, self.on_merge, "review_merge"),
+            (self.close_btn, self.on_close, "review_close"),
+        ):
+            button.click(fn, [self.cr_id, self.comment], [self.result], api_name=api_name, concurrency_limit=8).then(
+                self.on_show, [self.cr_id, self.show_all], detail
+            ).then(**listing)
+        self.ctx.gate(self.approve_btn, "review.decide")
+        self.ctx.gate(self.changes_btn, "review.decide")
+        self.ctx.gate(self.merge_btn, "review.merge")
+        self.ctx.gate(self.reviewer_note, "review.decide", invert=True)
+
+    # ---- handlers -----------------------------------------------------------------------------------------------
+
+    def on_list(self, status: str, author: str, request: gr.Request) -> list[list[Any]]:
+        try:
+            views = self.ctx.ws.changes.list(
+                self.ctx.auth.actor(request),
+                status=None if status in ("", "all", None) else status,
+                author=(author or "").strip() or None,
+            )
+        except LfopsError as exc:
+            gr.Warning(str(exc))
+            return []
+        return [[v.id, v.status, v.author, v.config_path, v.title, f"{v.updated_at:%Y-%m-%d %H:%M}"] for v in views]
+
+    @staticmethod
+    def on_select(table: Any, evt: gr.SelectData) -> Any:
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        try:
+            return int(table.iloc[row, 0])
+        except (AttributeError, IndexError, ValueError, TypeError):
+            return gr.update()
+
+    def on_show(self, cr_id: float | None, show_all: bool, request: gr.Request) -> tuple:
+        empty = ("", "#### Hyperparameters", [], "", "", "")
+        if not cr_id:
+            return ("Choose a change request from the list, or type its number.", *empty[1:])
+        try:
+            detail = self.ctx.ws.changes.show(self.ctx.auth.actor(request), int(cr_id))
+        except LfopsError as exc:
+            return (error_md(f"Change request #{int(cr_id)}", [str(exc)]), *empty[1:])
+        return self.render(detail, show_all)
+
+    @staticmethod
+    def render(detail: ChangeRequestDetail, show_all: bool = False) -> tuple:
+        r = detail.request
+        approvers = ", ".join(r.approvers) or "nobody yet"
+        lines = [
+            f"### #{r.id} {md_text(r.title)} — {r.status.replace('_', ' ')}",
+            f"author **{md_text(r.author)}** · branch {md_code(r.branch)} · head {md_code(r.head_commit[:12])} · "
+            f"file {md_code(r.config_path)} · approved for this head by {md_text(approvers)}",
+        ]
+        if r.merged_commit:
+            lines.append(f"merged as {md_code(r.merged_commit[:12])} by {md_text(r.merged_by)}")
+        if r.description.strip() != r.title.strip():
+            lines.append("\n" + md_text(r.description))
+        rows = sorted(detail.params, key=lambda p: _CHANGE_ORDER.get(p.change, 9))
+        table = [
+            [p.key, value_text(p.before), value_text(p.after), p.change]
+            for p in rows
+            if show_all or p.change != "unchanged"
+        ]
+        title = (
+            f"#### Hyperparameters (before = {detail.baseline}; {sum(p.change != 'unchanged' for p in rows)} changed)"
+        )
+        validation = "**Validation:**\n" + "\n".join(f"- {md_text(v)}" for v in detail.validation)
+        if r.reviews:
+            reviews = "**Reviews:**\n" + "\n".join(
+                f"- {rv.at:%Y-%m-%d %H:%M} **{md_text(rv.reviewer)}** {rv.decision.replace('_', ' ')}"
+                f" (on {md_code(rv.head_commit[:10])})" + (f": {md_text(rv.comment)}" if rv.comment else "")
+                for rv in r.reviews
+            )
+        else:
+            reviews = "**Reviews:** none yet"
+        return "\n\n".join(lines), title, table, diff_html(detail.yaml_diff), validation, reviews
+
+    def _act(self, verb: str, cr_id: float | None, request: gr.Request, call: Any) -> str:
+        if not cr_id:
+            return error_md(f"Not {verb}", ["change request: choose one first"])
+        try:
+            view = call(self.ctx.auth.actor(request), int(cr_id))
+        except LfopsError as exc:
+            return error_md(f"Not {verb}", [str(exc)])
+        return f"**#{view.id} {verb}** — now {view.status.replace('_', ' ')}"
+
+    def on_approve(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
+        changes = self.ctx.ws.changes
+        return self._act("approved", cr_id, request, lambda a, i: changes.approve(a, i, comment or ""))
+
+    def on_request_changes(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
+        changes = self.ctx.ws.changes
+        return self._act("sent back", cr_id, request, lambda a, i: changes.request_changes(a, i, comment or ""))
+
+    def on_merge(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
+        message = self._act("merged", cr_id, request, self.ctx.ws.changes.merge)
+        if message.startswith("**#"):
+            self.ctx.workdir.refresh_data()  # a merge may change data/: LlamaBoard's dataset list follows main
+        return message
+
+    def on_close(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
+        return self._act("closed", cr_id, request, self.ctx.ws.changes.close)

@@ -1,0 +1,49 @@
+"""`lfops webui`: check the address, create the embedded defaults on first start, then serve the WebUI.
+
+Light imports at the top: a refused address fails before Gradio and LLaMA-Factory load.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from backend.settings import Settings
+from backend.workspace import Workspace
+from webui.auth import NONE, PROXY, Authenticator, check_bind, is_loopback
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, workspace: str | None = None) -> int:
+    ws = Workspace(Settings.from_env(workspace))
+    auth = Authenticator.for_workspace(ws, no_auth=no_auth)
+    check_bind(host, auth.mode)
+    if auth.mode == PROXY and not is_loopback(host):
+        print(
+            f"warning: trusting the {auth.header} header on {host}: only the authenticating proxy may reach this port",
+            file=sys.stderr,
+        )
+    result = ws.init()
+    if result.credentials:
+        print("first start: users created (passwords are shown only this once):")
+        for name, (role, password) in result.credentials.items():
+            print(f"  {name:8} {role:9} {password}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls to outside hosts
+
+    from webui.app import AppContext, build_app
+    from webui.workdir import Workdir
+
+    workdir = Workdir(ws)
+    workdir.prepare()
+    os.chdir(workdir.root)  # once, before any thread starts: LlamaBoard's relative folders land in the workspace
+    app = build_app(AppContext(ws, auth, workdir))
+    sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
+    print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
+    app.blocks.queue().launch(
+        server_name=host,
+        server_port=port,
+        inbrowser=False,
+        share=False,
+        show_api=False,
+        **auth.launch_kwargs(),
+    )
+    return 0

@@ -1,0 +1,95 @@
+"""The Train tab's own rows: "Save to repo" (the form as a reviewed config) and "Launch" (an approved, merged one)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from backend.config import TrainConfig
+from backend.errors import LfopsError, ValidationFailed
+from backend.gitstore import check_name
+from backend.review import SaveResult
+from webui import llamaboard as lb
+from webui.render import error_md, md_code
+
+if TYPE_CHECKING:
+    from backend.auth import Actor
+    from webui.app import AppContext
+
+
+class TrainActions:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.board: lb.LlamaBoard | None = None
+
+    def build(self, board: lb.LlamaBoard) -> None:
+        """Rows under LlamaBoard's Train form (not registered in its Manager: its relabelling would clobber them)."""
+        self.board = board
+        with gr.Group(elem_id="lfops-save"):
+            gr.Markdown("### Save to repo — the form becomes a config file on a branch, reviewed before it can run")
+            with gr.Row(equal_height=True):
+                self.name = gr.Textbox(
+                    label="Config name", placeholder="e.g. demo-lr-2e-4", scale=1, elem_id="lfops-config-name"
+                )
+                self.message = gr.Textbox(
+                    label="Message", placeholder="what changes and why", scale=3, elem_id="lfops-config-message"
+                )
+                self.save_btn = gr.Button("Save to repo", variant="primary", scale=1, elem_id="lfops-save-btn")
+            self.result = gr.Markdown(elem_id="lfops-save-result")
+            self.saved_yaml = gr.Code(label="Saved config", language="yaml", visible=False, elem_id="lfops-saved")
+        self.save_btn.click(
+            self.on_save,
+            board.train_inputs | {self.name, self.message},
+            [self.result, self.saved_yaml],
+            concurrency_limit=8,  # two analysts saving at once are not queued behind each other
+            api_name="save_to_repo",
+        )
+        with gr.Group(elem_id="lfops-launch"):
+            with gr.Row(equal_height=True):
+                self.launch_choice = gr.Dropdown(label="Approved config on main", choices=[], scale=4)
+                self.launch_btn = gr.Button("Launch", interactive=False, scale=1, elem_id="lfops-launch-btn")
+            self.launch_result = gr.Markdown(self.ctx.launch_unavailable() or "", elem_id="lfops-launch-result")
+        self.ctx.gate(self.save_btn, "config.save")
+
+    # ---- Save ---------------------------------------------------------------------------------------------------
+
+    def on_save(self, data: dict, request: gr.Request) -> tuple[str, Any]:
+        name = str(data.get(self.name) or "").strip()
+        message = str(data.get(self.message) or "").strip()
+        try:
+            actor = self.ctx.auth.actor(request)
+            result, config, notes = self.save(actor, data, name, message)
+        except ValidationFailed as exc:
+            return error_md("Not saved", [str(p) for p in exc.problems]), gr.update(visible=False)
+        except lb.FormError as exc:
+            return error_md("Not saved", [str(p) for p in exc.problems]), gr.update(visible=False)
+        except LfopsError as exc:
+            return error_md("Not saved", [str(exc)]), gr.update(visible=False)
+        lines = [
+            f"**Saved: change request #{result.change_request}** — a reviewer approves and merges it in the "
+            "Review tab.",
+            f"- branch {md_code(result.branch)}",
+            f"- commit {md_code(result.commit)}",
+            f"- file {md_code(result.config_path)}, config hash {md_code(result.config_hash[:12])}",
+        ]
+        lines += [f"- {note}" for note in notes]
+        lines += [f"- warning: {w}" for w in result.warnings]
+        return "\n".join(lines), gr.update(value=config.canonical_yaml(), visible=True)
+
+    def save(
+        self, actor: Actor | None, data: dict, name: str, message: str
+    ) -> tuple[SaveResult, TrainConfig, list[str]]:
+        """The form, read as LlamaBoard reads it, saved as configs/<name>.yaml on a new branch with a change request."""
+        assert self.board is not None
+        if not name:
+            raise LfopsError("config name: give the config a name (it becomes configs/<name>.yaml)")
+        check_name(name, "config name")
+        if not message:
+            raise LfopsError("message: say what changes and why")
+        converted = lb.repo_args(self.board, data, name, self.ctx.workdir.root)
+        if converted.problems:
+            raise ValidationFailed(converted.problems)
+        config = TrainConfig(converted.args, {"source": "lfops webui (LlamaBoard form)"})
+        result = self.ctx.ws.changes.save(actor, config, name, message)  # type: ignore[arg-type]
+        return result, config, converted.notes
