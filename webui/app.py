@@ -17,7 +17,7 @@ from webui import llamaboard as lb
 from webui.auth import PASSWORD, Authenticator
 from webui.render import CSS, md_text
 from webui.review_tab import ReviewTab
-from webui.runs_tab import RunsTab, backend_part
+from webui.runs_tab import RunsTab
 from webui.train_actions import TrainActions
 from webui.workdir import Workdir
 
@@ -50,14 +50,6 @@ class AppContext:
                 audit.record(s, actor, action, f"user:{actor.name}", **{k: str(v) for k, v in detail.items()})
         except LfopsError as exc:
             return f"refused: {exc}"
-        return ""
-
-    def launch_unavailable(self) -> str:
-        if not backend_part("backend.runs"):
-            return (
-                "Launch is not available yet: this installation has no run backend (backend/runs.py). "
-                "Approved, merged configs can be trained with `llamafactory-cli train` from the repository."
-            )
         return ""
 
     def on_load(self, request: gr.Request) -> list[Any]:

@@ -1,22 +1,34 @@
-"""The Runs & lineage tab: runs, their status and metrics, and where a model came from.
-
-It shows what the backend offers: `Workspace.runs` (backend/runs.py) for the runs list and `backend.lineage` for
-provenance. Each panel is built only when its backend part exists, so the tab grows with the backend.
-"""
+"""The Runs & lineage tab: runs with filters, one run's facts and curves (and Cancel), a comparison of runs, and
+where a model came from, drawn as a graph. Each section is a thin view over `Workspace.runs`, `.lineage` and
+`.registry`; a new backend question becomes one more `_build_*` section here."""
 
 from __future__ import annotations
 
-import importlib.util
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+import pandas as pd
+
+from backend.errors import LfopsError
+from backend.runners.base import RunState
+from webui.plots import curves_figure, lineage_figure
+from webui.render import error_md, md_code, md_text
 
 if TYPE_CHECKING:
+    from backend.runs import RunView
     from webui.app import AppContext
 
+RUN_HEADERS = ["#", "status", "config", "commit", "change request", "submitted by", "final loss", "started", "seconds"]
+CURVE_KEYS = ("loss", "eval_loss")
 
-def backend_part(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 class RunsTab:
@@ -25,11 +37,199 @@ class RunsTab:
 
     def build(self) -> None:
         with gr.Tab("Runs & lineage", id="runs", elem_id="lfops-tab-runs"):
-            missing = [m for m in ("backend.runs", "backend.lineage") if not backend_part(m)]
-            if missing:
-                gr.Markdown(
-                    "Runs launched from approved configs, their live metrics and each model's lineage (commit, "
-                    "approvers, dataset version, hyperparameters) appear here.\n\n"
-                    f"Not available in this installation yet: {', '.join(missing)}.",
-                    elem_id="lfops-runs-notice",
-                )
+            self._build_runs()
+            self._build_compare()
+            self._build_lineage()
+
+    def _build_runs(self) -> None:
+        with gr.Row(equal_height=True):
+            self.status = gr.Dropdown(["all", *(s.value for s in RunState)], value="all", label="Status", scale=1)
+            self.config = gr.Textbox(label="Config", placeholder="name or configs/<name>.yaml", scale=1)
+            self.submitter = gr.Textbox(label="Submitted by", placeholder="user name", scale=1)
+            self.refresh = gr.Button("Refresh", scale=0, elem_id="lfops-runs-refresh")
+        self.table = gr.Dataframe(
+            headers=RUN_HEADERS, interactive=False, wrap=True, label="Runs", elem_id="lfops-runs-table"
+        )
+        with gr.Row(equal_height=True):
+            self.run_id = gr.Number(label="Run #", value=None, precision=0, scale=1, elem_id="lfops-run-id")
+            self.show_btn = gr.Button("Show", scale=0, elem_id="lfops-run-show")
+            self.cancel_btn = gr.Button("Cancel run", variant="stop", scale=0, elem_id="lfops-run-cancel")
+        self.run_info = gr.Markdown(elem_id="lfops-run-info")
+        self.run_plot = gr.Plot(label="Training curves", elem_id="lfops-run-plot")
+        listing = dict(fn=self.on_list, inputs=[self.status, self.config, self.submitter], outputs=[self.table])
+        self.refresh.click(**listing, api_name="runs_list")
+        self.status.change(**listing)
+        self.config.submit(**listing)
+        self.submitter.submit(**listing)
+        self.ctx.on_tab_load(**listing)
+        show = dict(fn=self.on_show, inputs=[self.run_id], outputs=[self.run_info, self.run_plot])
+        self.show_btn.click(**show, api_name="run_show")
+        self.run_id.submit(**show)
+        self.table.select(self.on_select, [self.table], [self.run_id]).then(**show)
+        self.cancel_btn.click(self.on_cancel, [self.run_id], [self.run_info], api_name="run_cancel").then(**show).then(
+            **listing
+        )
+        self.ctx.gate(self.cancel_btn, "run.cancel")
+
+    def _build_compare(self) -> None:
+        gr.Markdown("### Compare runs")
+        with gr.Row(equal_height=True):
+            self.compare_ids = gr.Textbox(label="Run numbers", placeholder="e.g. 3, 5", scale=3)
+            self.compare_btn = gr.Button("Compare", scale=0, elem_id="lfops-compare-btn")
+        self.compare_table = gr.Dataframe(
+            headers=["parameter", "run", "run"], interactive=False, wrap=True, elem_id="lfops-compare-table"
+        )
+        self.compare_plot = gr.Plot(label="Loss of the compared runs")
+        self.compare_btn.click(
+            self.on_compare, [self.compare_ids], [self.compare_table, self.compare_plot], api_name="runs_compare"
+        )
+
+    def _build_lineage(self) -> None:
+        gr.Markdown("### Lineage — where a model came from, or what came from a commit or dataset version")
+        with gr.Row(equal_height=True):
+            self.term = gr.Dropdown(
+                label="Model (name:vN), commit or dataset version (sha256:...)",
+                choices=[],
+                allow_custom_value=True,
+                scale=3,
+                elem_id="lfops-lineage-term",
+            )
+            self.lineage_btn = gr.Button("Show lineage", scale=0, elem_id="lfops-lineage-btn")
+        self.lineage_info = gr.Markdown(elem_id="lfops-lineage-info")
+        self.lineage_plot = gr.Plot(label="Lineage", elem_id="lfops-lineage-plot")
+        models = dict(fn=self.on_models, inputs=None, outputs=[self.term])
+        self.ctx.on_tab_load(**models)
+        self.term.focus(**models)
+        self.lineage_btn.click(self.on_lineage, [self.term], [self.lineage_info, self.lineage_plot], api_name="lineage")
+
+    # ---- runs ---------------------------------------------------------------------------------------------------
+
+    def on_list(self, status: str, config: str, submitter: str, request: gr.Request) -> list[list[Any]]:
+        try:
+            runs = self.ctx.ws.runs.list(
+                self.ctx.auth.actor(request),
+                status=None if status in (None, "", "all") else status,
+                config=(config or "").strip() or None,
+                submitted_by=(submitter or "").strip() or None,
+            )
+        except LfopsError as exc:
+            gr.Warning(str(exc))
+            return []
+        return [self._row(r) for r in runs]
+
+    @staticmethod
+    def _row(r: RunView) -> list[Any]:
+        started = f"{r.started_at:%Y-%m-%d %H:%M}" if r.started_at else ""
+        return [
+            r.id,
+            r.status,
+            r.config_path,
+            r.commit[:10],
+            f"#{r.change_request_id}" if r.change_request_id else "",
+            r.submitted_by,
+            _fmt(r.final_loss),
+            started,
+            _fmt(round(r.duration_s)) if r.duration_s is not None else "",
+        ]
+
+    @staticmethod
+    def on_select(table: Any, evt: gr.SelectData) -> Any:
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        try:
+            return int(table.iloc[row, 0])
+        except (AttributeError, IndexError, ValueError, TypeError):
+            return gr.update()
+
+    def on_show(self, run_id: float | None, request: gr.Request) -> tuple[str, Any]:
+        if not run_id:
+            return "Choose a run from the list, or type its number.", None
+        try:
+            actor = self.ctx.auth.actor(request)
+            run = self.ctx.ws.runs.get(actor, int(run_id))
+            curves = self.ctx.ws.runs.metrics(actor, int(run_id), keys=CURVE_KEYS)
+        except LfopsError as exc:
+            return error_md(f"Run #{int(run_id)}", [str(exc)]), None
+        lines = [
+            f"### Run #{run.id} — {run.status}" + (f": {md_text(run.reason)}" if run.reason else ""),
+            f"config {md_code(run.config_path)} at commit {md_code(run.commit[:12])}"
+            + (f" (change request #{run.change_request_id})" if run.change_request_id else "")
+            + f" · submitted by **{md_text(run.submitted_by)}** · {md_text(run.backend)} runner",
+            f"config hash {md_code(run.config_hash[:12])} · dataset version {md_code(run.dataset_version[:19])} · "
+            f"base model {md_code(run.base_model)}",
+        ]
+        if run.override_reason:
+            lines.append(f"launched by admin override: {md_text(run.override_reason)}")
+        if run.final_metrics:
+            lines.append("final: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(run.final_metrics.items())))
+        return "\n\n".join(lines), curves_figure(curves, f"run #{run.id}")
+
+    def on_cancel(self, run_id: float | None, request: gr.Request) -> str:
+        if not run_id:
+            return error_md("Not cancelled", ["run: choose one first"])
+        try:
+            run = self.ctx.ws.runs.cancel(self.ctx.auth.actor(request), int(run_id))
+        except LfopsError as exc:
+            return error_md("Not cancelled", [str(exc)])
+        return f"**Run #{run.id} {run.status}**"
+
+    # ---- comparison ---------------------------------------------------------------------------------------------
+
+    def on_compare(self, ids_text: str, request: gr.Request) -> tuple[Any, Any]:
+        try:
+            ids = [int(x) for x in re.findall(r"\d+", ids_text or "")]
+            comparison = self.ctx.ws.lineage.compare(self.ctx.auth.actor(request), ids, keys=("loss",))
+        except LfopsError as exc:
+            gr.Warning(str(exc))
+            return pd.DataFrame({"problem": [str(exc)]}), None
+        columns = {"parameter": [p.key for p in comparison.differing]}
+        for i, run in enumerate(comparison.runs):
+            columns[f"run #{run.id}"] = [_fmt(p.values[i]) for p in comparison.differing]
+        for run in comparison.runs:
+            final = comparison.final_metrics.get(run.id, {})
+            columns[f"run #{run.id}"].append(_fmt(final.get("train_loss")))
+        columns["parameter"].append("final train_loss")
+        curves = {f"run #{run_id} loss": c.get("loss", []) for run_id, c in comparison.curves.items()}
+        return pd.DataFrame(columns), curves_figure(curves, "loss")
+
+    # ---- lineage ------------------------------------------------------------------------------------------------
+
+    def on_models(self, request: gr.Request) -> Any:
+        try:
+            versions = self.ctx.ws.registry.list(self.ctx.auth.actor(request))
+        except LfopsError:
+            return gr.update()
+        return gr.update(choices=[v.ref for v in versions])
+
+    def on_lineage(self, term: str, request: gr.Request) -> tuple[str, Any]:
+        from backend.lineage import Derived, graph
+
+        if not (term or "").strip():
+            return "Choose a model, or type a commit or a dataset version.", None
+        try:
+            found = self.ctx.ws.lineage.lookup(self.ctx.auth.actor(request), term)
+        except LfopsError as exc:
+            return error_md("Lineage", [str(exc)]), None
+        if isinstance(found, Derived):
+            lines = [f"### What came from {found.kind.replace('_', ' ')} {md_code(found.key[:19])}"]
+            lines += [f"- config {md_code(c['path'])} at {md_code(c['commit'][:12])}" for c in found.configs]
+            lines += [f"- run #{r.id} {r.status}, final loss {_fmt(r.final_loss)}" for r in found.runs]
+            lines += [f"- model {md_code(m.ref)} ({m.kind})" for m in found.models]
+            lines += [f"- deployed to {md_text(d.target)} ({d.status})" for d in found.deployments]
+            return "\n".join(lines), None
+        cr = found.change_request
+        lines = [
+            f"### {md_code(found.model.ref)} ({found.model.kind})",
+            f"trained by run #{found.run.id} ({found.run.status})" if found.run else "no training run recorded",
+            f"config {md_code(found.config_path)} at commit {md_code(found.commit[:12])}, "
+            f"hash {md_code(found.config_hash[:12])}",
+            f"dataset version {md_code(found.dataset_version[:19])} · base model {md_code(found.base_model)} "
+            f"@ {md_code(found.base_model_revision)}",
+        ]
+        if cr is not None:
+            lines.append(
+                f"change request #{cr.id} {md_text(cr.title)} by {md_text(cr.author)}, approved by "
+                f"{md_text(', '.join(cr.approvers) or '-')}, merged by {md_text(cr.merged_by or '-')}"
+            )
+        if found.final_metrics:
+            lines.append("final: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(found.final_metrics.items())))
+        return "\n\n".join(lines), lineage_figure(graph(found))

@@ -11,7 +11,7 @@ from backend.errors import LfopsError, ValidationFailed
 from backend.gitstore import check_name
 from backend.review import SaveResult
 from webui import llamaboard as lb
-from webui.render import error_md, md_code
+from webui.render import error_md, md_code, md_text
 
 if TYPE_CHECKING:
     from backend.auth import Actor
@@ -46,11 +46,55 @@ class TrainActions:
             api_name="save_to_repo",
         )
         with gr.Group(elem_id="lfops-launch"):
+            gr.Markdown("### Launch — train an approved config exactly as it was merged")
             with gr.Row(equal_height=True):
-                self.launch_choice = gr.Dropdown(label="Approved config on main", choices=[], scale=4)
+                self.launch_choice = gr.Dropdown(
+                    label="Approved and merged change request", choices=[], scale=4, elem_id="lfops-launch-choice"
+                )
                 self.launch_btn = gr.Button("Launch", interactive=False, scale=1, elem_id="lfops-launch-btn")
-            self.launch_result = gr.Markdown(self.ctx.launch_unavailable() or "", elem_id="lfops-launch-result")
+            self.launch_result = gr.Markdown(elem_id="lfops-launch-result")
         self.ctx.gate(self.save_btn, "config.save")
+        offer = dict(fn=self.on_offer, inputs=None, outputs=[self.launch_choice, self.launch_btn, self.launch_result])
+        self.ctx.on_tab_load(**offer)
+        self.launch_choice.focus(**offer)
+        self.launch_btn.click(
+            self.on_launch, [self.launch_choice], [self.launch_result], concurrency_limit=4, api_name="launch"
+        )
+
+    # ---- Launch -------------------------------------------------------------------------------------------------
+
+    def on_offer(self, request: gr.Request) -> tuple[Any, Any, str]:
+        """What this user may launch: merged change requests; the button stays off, with the reason, otherwise."""
+        reason = ""
+        choices: list[tuple[str, int]] = []
+        try:
+            actor = self.ctx.auth.actor(request)
+            merged = self.ctx.ws.changes.list(actor, status="merged")
+            choices = [(f"#{v.id} {v.config_path} (merge {v.merged_commit[:10]}) {v.title}", v.id) for v in merged]
+            if not actor.can("run.launch"):
+                reason = "Your role may not launch runs."
+            elif not choices:
+                reason = "Nothing to launch yet: no change request has been approved and merged."
+        except LfopsError as exc:
+            reason = str(exc)
+        value = choices[0][1] if choices else None
+        return (
+            gr.update(choices=choices, value=value),
+            gr.update(interactive=not reason),
+            md_text(reason) if reason else "",
+        )
+
+    def on_launch(self, cr_id: int | None, request: gr.Request) -> str:
+        if not cr_id:
+            return error_md("Not launched", ["change request: choose an approved, merged one"])
+        try:
+            run = self.ctx.ws.runs.launch(self.ctx.auth.actor(request), int(cr_id))
+        except LfopsError as exc:
+            return error_md("Not launched", [str(exc)])
+        return (
+            f"**Run #{run.id} {run.status}** on the {md_text(run.backend)} runner: {md_code(run.config_path)} at "
+            f"commit {md_code(run.commit[:12])}. Follow it in Runs & lineage."
+        )
 
     # ---- Save ---------------------------------------------------------------------------------------------------
 
