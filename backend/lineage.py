@@ -302,7 +302,7 @@ class Lineage:
                 select(Metric.run_id, Metric.key, Metric.step, Metric.value)
                 .where(Metric.run_id.in_(ids), Metric.key.in_(keys))
                 .order_by(Metric.run_id, Metric.key, Metric.step)
-            ).tuples()
+            )
             for run_id, key, step, value in rows:
                 curves[run_id][key].append((step, value))
         all_keys: list[str] = []

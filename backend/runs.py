@@ -510,17 +510,28 @@ class Runs:
             end = data.rfind(b"\n")
             if end < 0:
                 return 0  # half a line: LLaMA-Factory is still writing it
-            rows = []
+            records = []
             for line in data[: end + 1].splitlines():
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                step = record.get("current_steps")
-                if not isinstance(step, int):
-                    continue
+                if isinstance(record, dict) and isinstance(record.get("current_steps"), int):
+                    records.append(record)
+            # LLaMA-Factory logs the last step twice (the second time without the loss): one row per (step, key).
+            first_step = min((r["current_steps"] for r in records), default=0)
+            have = {
+                (step, key)
+                for step, key in s.execute(
+                    select(Metric.step, Metric.key).where(Metric.run_id == run_id, Metric.step >= first_step)
+                )
+            }
+            rows = []
+            for record in records:
+                step = record["current_steps"]
                 for key, value in record.items():
-                    if key not in _NOT_METRICS and _is_number(value):
+                    if key not in _NOT_METRICS and _is_number(value) and (step, key[:64]) not in have:
+                        have.add((step, key[:64]))
                         rows.append(Metric(run_id=run_id, step=step, key=key[:64], value=float(value)))
             # Only the pass that moves the offset stores the rows: a second monitor racing us stores nothing.
             moved = s.execute(
@@ -539,7 +550,7 @@ class Runs:
             state = json.loads((out / "trainer_state.json").read_text())
         except (FileNotFoundError, ValueError):
             return
-        have = set(s.execute(select(Metric.step, Metric.key).where(Metric.run_id == run_id)).tuples())
+        have = {(step, key) for step, key in s.execute(select(Metric.step, Metric.key).where(Metric.run_id == run_id))}
         for entry in state.get("log_history", []):
             step = entry.get("step")
             if not isinstance(step, int) or "train_runtime" in entry:
@@ -653,7 +664,7 @@ class Runs:
                 select(Metric.key, Metric.step, Metric.value)
                 .where(Metric.run_id == run_id, Metric.key.in_(keys))
                 .order_by(Metric.key, Metric.step)
-            ).tuples()
+            )
             curves: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
             for key, step, value in rows:
                 curves[key].append((step, value))

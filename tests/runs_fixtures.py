@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
 
 from backend.config import TrainConfig
-from backend.runners.local import group_members
 
 # Four optimiser steps of the tiny model: a few seconds of training after ~15 s of start-up on two cores.
 SMALL = {"max_samples": 32, "num_train_epochs": 1.0, "save_steps": 1000, "logging_steps": 1, "seed": 42}
@@ -44,16 +44,84 @@ def wait_for(predicate, timeout: float = 120.0, poll: float = 0.1, what: str = "
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def kill_leftover_runs(runs_dir: Path) -> None:
-    """A failed test must not leave training processes behind: kill every run's process group that still lives."""
-    import json
-
-    if not runs_dir.exists():
-        return
-    for info_path in runs_dir.glob("run-*/process.json"):
-        pid = int(json.loads(info_path.read_text())["pid"])
-        if group_members(pid):
+def kill_leftover_runs(ws) -> None:
+    """A failed test must not leave training processes behind: kill every process of every run that still lives."""
+    runner = ws.runs.runner
+    for run_dir in sorted(ws.settings.runs_dir.glob("run-*")):
+        for proc in runner.processes(run_dir.name):
             try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                proc.kill()
+            except psutil.NoSuchProcess:
                 pass
+
+
+# ---- one trained run shared by the training, registry and lineage test modules --------------------------------------
+
+MAIN = {"per_device_train_batch_size": 4}  # 8 optimiser steps: room to watch it while it trains
+_SHARED: dict[str, Trained] = {}
+
+
+@dataclass
+class Trained:
+    env: Any
+    cr: int
+    commit: str
+    run_id: int
+    model: str  # the registry ref of the version the run registered
+    curve_while_running: list[tuple[int, float]]  # loss rows stored while the process was still running
+    status_while_running: str
+    status_after_restart: str  # what a fresh Workspace (the app after a restart) made of the running run
+    leader_alive_after_restart: bool
+    monitor_threads_before_restart: int = 0
+    notes: dict = field(default_factory=dict)
+
+
+def trained_run(template_workspace, tmp_path_factory) -> Trained:
+    """Launch one approved config, "kill" the app mid-run (drop its monitor and Workspace), start a new Workspace
+    that re-attaches and follows the run to the end. Trained once per test session (see the module fixtures)."""
+    if "run" in _SHARED:
+        return _SHARED["run"]
+    from backend.workspace import Workspace
+    from tests.conftest import Env, make_env
+
+    env = make_env(template_workspace, tmp_path_factory.mktemp("trained") / "ws")
+    cr, commit = approved_merge(env, "tiny-sft", **MAIN)
+    alice = env.actor("alice")
+    first = env.ws
+    monitor = first.runs.start_monitor(interval=0.1)
+    view = first.runs.launch(alice, cr)
+    try:
+        curve = wait_for(
+            lambda: first.runs.metrics(alice, view.id)["loss"], timeout=180, poll=0.05, what="the first loss"
+        )
+        status_while_running = first.runs.get(alice, view.id).status
+        leader = first.runs.runner.process_info(view.external_id)["pid"]
+        # The app dies: its monitor stops and nothing of the old Workspace is used again.
+        monitor.stop()
+        second = Workspace(first.settings)
+        second.runs.advance()
+        status_after_restart = second.runs.get(alice, view.id).status
+        leader_alive = psutil.pid_exists(leader)
+        second.runs.start_monitor(interval=0.2)
+        try:
+            final = second.runs.wait(alice, view.id, timeout=300)
+        finally:
+            second.runs.stop_monitor()
+    except BaseException:
+        kill_leftover_runs(first)
+        raise
+    assert final.status == "succeeded", final.reason
+    model = second.registry.for_run(view.id)
+    trained = Trained(
+        env=Env(second, env.passwords),
+        cr=cr,
+        commit=commit,
+        run_id=view.id,
+        model=model.ref if model else "",
+        curve_while_running=list(curve),
+        status_while_running=status_while_running,
+        status_after_restart=status_after_restart,
+        leader_alive_after_restart=leader_alive,
+    )
+    _SHARED["run"] = trained
+    return trained

@@ -25,7 +25,7 @@ from tests.snapshots import snapshot
 @pytest.fixture
 def renv(env):
     yield env
-    kill_leftover_runs(env.ws.settings.runs_dir)
+    kill_leftover_runs(env.ws)
 
 
 def _runs_dir_entries(env) -> list[str]:

@@ -11,8 +11,10 @@ A run directory holds everything about one run, so the app can die and come back
       exit_code       written by the wrapper shell when training ends (how a restarted app learns the outcome)
       cancelled       written before a cancel signals the process group
 
-The child runs in its own session (`start_new_session=True`): it survives the app, and cancel signals the whole
-process tree with `os.killpg`. It gets its own `cwd=` and `env=`; the app's working directory is never changed.
+The child runs in its own session (`start_new_session=True`): it survives the app. Cancel signals the whole
+process tree: the process group, the leader's descendants (torchrun starts its workers in groups of their own) and
+any process carrying the run's LFOPS_RUN_DIR marker in its environment. The child gets its own `cwd=` and `env=`;
+the app's working directory is never changed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _WRAPPER = '"$1" train "$2"; code=$?; printf "%s\\n" "$code" > "$3.tmp" && mv "$
 _ERROR_RE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b:?")
 # Never hand the app's own secrets (database URL, passwords) to a training process.
 _SECRET_ENV_PREFIXES = ("LFOPS_",)
+_MARKER = "LFOPS_RUN_DIR"
 
 
 def llamafactory_cli() -> Path:
@@ -132,7 +135,10 @@ class LocalRunner(Runner):
         if not self.cli.exists():
             raise LfopsError(f"runner: {self.cli} does not exist (is llamafactory installed in this environment?)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_ENV_PREFIXES)}
-        env.update({"PYTHONUNBUFFERED": "1", "LFOPS_RUN_ID": str(spec.run_id)})
+        # The venv's own tools first (torchrun, when LLaMA-Factory launches distributed training).
+        env["PATH"] = os.pathsep.join([str(self.cli.parent), env.get("PATH", "")])
+        # RUN_DIR marks every process of the run, even ones that leave the process group (torchrun's workers).
+        env.update({"PYTHONUNBUFFERED": "1", "LFOPS_RUN_ID": str(spec.run_id), _MARKER: str(run_dir)})
         exit_file = run_dir / "exit_code"
         command = [str(self.cli), "train", str(yaml_path)]
         with open(run_dir / "train.log", "ab") as log:
@@ -239,7 +245,7 @@ class LocalRunner(Runner):
     # ---- cancel -------------------------------------------------------------------------------------------------
 
     def cancel(self, external_id: str, reason: str = "cancelled") -> None:
-        """Stop the whole process tree: SIGTERM to the group, SIGKILL to what is left after the grace period."""
+        """Stop the whole process tree: SIGTERM to all of it, SIGKILL to what is left after the grace period."""
         run_dir = self.run_dir(external_id)
         info = self.process_info(external_id)
         if info is None:
@@ -247,22 +253,45 @@ class LocalRunner(Runner):
         if _read_exit_code(run_dir / "exit_code") is not None:
             return  # already ended on its own
         _write_atomic(run_dir / "cancelled", reason)
-        if not _alive(info):
-            return
-        pgid = int(info["pid"])  # the leader of its own session: its pid is the group id
-        _killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.cancel_grace_s
-        while time.monotonic() < deadline:
-            self._reap(external_id)
-            if not _group_exists(pgid):
+        for sig, wait_s in ((signal.SIGTERM, self.cancel_grace_s), (signal.SIGKILL, 5.0)):
+            procs = self.processes(external_id)
+            if not procs:
                 return
-            time.sleep(0.1)
-        _killpg(pgid, signal.SIGKILL)
-        for _ in range(50):
-            self._reap(external_id)
-            if not _group_exists(pgid):
-                return
-            time.sleep(0.1)
+            for proc in procs:
+                try:
+                    proc.send_signal(sig)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                self._reap(external_id)
+                if not self.processes(external_id):
+                    return
+                time.sleep(0.1)
+
+    def processes(self, external_id: str) -> list[psutil.Process]:
+        """Every live process of a run: the leader's process group, its descendants (torchrun puts its workers in
+        groups of their own) and anything else that carries the run's marker in its environment."""
+        info = self.process_info(external_id)
+        found: dict[int, psutil.Process] = {}
+        if info is not None and _alive(info):
+            leader = psutil.Process(int(info["pid"]))
+            found[leader.pid] = leader
+            try:
+                found.update({p.pid: p for p in leader.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+            found.update({p.pid: p for p in map(_process, group_members(leader.pid)) if p is not None})
+        marker = str(self.run_dir(external_id))
+        for proc in psutil.process_iter(["pid"]):
+            if proc.pid in found or proc.pid == os.getpid():
+                continue
+            try:
+                if proc.environ().get(_MARKER) == marker:
+                    found[proc.pid] = proc
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                continue
+        return [p for p in found.values() if _live(p)]
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
@@ -279,6 +308,20 @@ def _alive(info: dict) -> bool:
         return False
 
 
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _live(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in a process group."""
     members = []
@@ -289,17 +332,6 @@ def group_members(pgid: int) -> list[int]:
         except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
             continue
     return members
-
-
-def _group_exists(pgid: int) -> bool:
-    return bool(group_members(pgid))
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _read_text(path: Path) -> str | None:
