@@ -359,6 +359,10 @@ class TrainConfig:
     def config_hash(self) -> str:
         return hashlib.sha256(self.training_yaml().encode()).hexdigest()
 
+    def frozen(self) -> FrozenConfig:
+        """The canonical text and hash, computed once (a save needs both several times)."""
+        return FrozenConfig(self, self.canonical_yaml(), self.config_hash())
+
     @property
     def base_model(self) -> str:
         return str(self.args.get("model_name_or_path", ""))
@@ -371,6 +375,13 @@ class TrainConfig:
             return "local:" + local_model_hash(path) if path.is_dir() else "local:missing"
         revision = str(self.args.get("model_revision") or "main")
         return revision if revision != "main" else "main (unpinned)"
+
+
+@dataclass(frozen=True)
+class FrozenConfig:
+    config: TrainConfig
+    canonical_yaml: str
+    config_hash: str
 
 
 def _host_neutral(args: dict[str, Any]) -> dict[str, Any]:

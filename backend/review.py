@@ -163,6 +163,7 @@ class ChangeRequests:
         if not report.ok:
             raise ValidationFailed(report.problems, name)
         path = f"configs/{name}.yaml"
+        frozen = config.frozen()
         identity = Identity(actor.name, actor.email)
         title = message.splitlines()[0][:200]
         pushed: str | None = None
@@ -179,7 +180,7 @@ class ChangeRequests:
                     base_commit=base,
                     head_commit="0" * 40,
                     config_path=path,
-                    config_hash=config.config_hash(),
+                    config_hash=frozen.config_hash,
                     dataset_version=dataset_version,
                     author_id=actor.id,
                     status="open",
@@ -192,9 +193,9 @@ class ChangeRequests:
                     Base_Model=config.base_model,
                     Change_Request=str(cr.id),
                 )
-                commit = self.repo.commit_file(base, path, config.canonical_yaml(), f"{message}\n\n{body}\n", identity)
+                commit = self.repo.commit_file(base, path, frozen.canonical_yaml, f"{message}\n\n{body}\n", identity)
                 cr.head_commit = commit
-                _record_config(s, commit, path, config, dataset_version, cr.id)
+                _record_config(s, commit, path, config, dataset_version, cr.id, frozen.config_hash)
                 audit.record(
                     s,
                     actor,
@@ -213,7 +214,7 @@ class ChangeRequests:
                 self.repo.delete_branch(branch, pushed)
             raise
         return SaveResult(
-            cr_id, branch, commit, path, config.config_hash(), dataset_version, [str(w) for w in report.warnings]
+            cr_id, branch, commit, path, frozen.config_hash, dataset_version, [str(w) for w in report.warnings]
         )
 
     # ---- reading ------------------------------------------------------------------------------------------------
@@ -394,12 +395,18 @@ def _get(s: Session, cr_id: int) -> ChangeRequest:
 
 
 def _record_config(
-    s: Session, commit: str, path: str, config: TrainConfig, dataset_version: str, cr_id: int | None
+    s: Session,
+    commit: str,
+    path: str,
+    config: TrainConfig,
+    dataset_version: str,
+    cr_id: int | None,
+    config_hash: str | None = None,
 ) -> Config:
     row = Config(
         commit=commit,
         path=path,
-        config_hash=config.config_hash(),
+        config_hash=config_hash or config.config_hash(),
         dataset_version=dataset_version,
         base_model=config.base_model,
         base_model_revision=config.base_model_revision(),

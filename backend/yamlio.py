@@ -95,7 +95,7 @@ def load_mapping(data: bytes | str, source: str = "config") -> dict[str, Any]:
     return doc
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when present: ~5x faster
     pass
 
 
