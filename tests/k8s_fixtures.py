@@ -100,8 +100,8 @@ class Cluster:
         return lambda: self.client(impersonate)
 
 
-@pytest.fixture(scope="session")
-def k8s_cluster() -> Iterator[Cluster]:
+@pytest.fixture(scope="session", name="k8s_cluster")
+def k8s_cluster_fixture() -> Iterator[Cluster]:
     started = False
     if not CLUSTER_SH.exists():
         _missing("k8s/dev/cluster.sh does not exist")
@@ -281,6 +281,8 @@ class FlakyProxy:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
         if mode == "down" and self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
             self._listener.close()
             self._listener = None
         elif mode != "down" and self._listener is None:
@@ -331,3 +333,65 @@ class FlakyProxy:
 
 def events_json(resp: Any) -> Any:
     return json.loads(resp.data)
+
+
+def cri_log(lines: list[str]) -> str:
+    """Container log lines in the CRI file format that kwok serves as pod logs."""
+    return "".join(f"2026-01-01T00:00:{i % 60:02d}.000000000Z stdout F {line}\n" for i, line in enumerate(lines))
+
+
+def serve_pod_logs(cluster: Cluster, namespace: str, log_file: Path, lines: list[str]) -> None:
+    """Every `train` container in the namespace gets `lines` as its log (kwok's ClusterLogs)."""
+    from kubernetes import client
+
+    log_file.write_text(cri_log(lines))
+    body = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": f"logs-{namespace}"},
+        "spec": {
+            "selector": {"matchNamespaces": [namespace]},
+            "logs": [{"containers": ["train"], "logsFile": str(log_file), "follow": False}],
+        },
+    }
+    with cluster.client() as api:
+        client.CustomObjectsApi(api).create_cluster_custom_object("kwok.x-k8s.io", "v1alpha1", "clusterlogs", body)
+
+
+TRAINING_LOG = [
+    "[INFO|trainer.py] ***** Running training *****",
+    '{"current_steps": 1, "total_steps": 2, "loss": 2.31, "lr": 5e-05}',
+    '{"current_steps": 2, "total_steps": 2, "loss": 1.87, "lr": 0.0}',
+    "***** train metrics *****",
+]
+
+
+@dataclass
+class Namespace:
+    cluster: Cluster
+    name: str
+
+    def profile(self, **overrides: Any) -> Any:
+        from backend.settings import ClusterProfile
+
+        values = {"name": "test", "namespace": self.name, "image": "lfops/train:test", "gpus_per_node": 1}
+        return ClusterProfile(**{**values, **overrides})
+
+
+@pytest.fixture(name="k8s_ns")
+def k8s_ns_fixture(k8s_cluster: Cluster, tmp_path: Path) -> Iterator[Namespace]:
+    """A fresh namespace with a bound outputs volume and training-like pod logs; removed afterwards."""
+    from kubernetes import client
+
+    name = create_namespace(k8s_cluster)
+    try:
+        create_outputs_volume(k8s_cluster, name)
+        serve_pod_logs(k8s_cluster, name, tmp_path / "train.log", TRAINING_LOG)
+        yield Namespace(k8s_cluster, name)
+    finally:
+        with k8s_cluster.client() as api, contextlib.suppress(Exception):
+            client.CustomObjectsApi(api).delete_cluster_custom_object(
+                "kwok.x-k8s.io", "v1alpha1", "clusterlogs", f"logs-{name}"
+            )
+        delete_namespace(k8s_cluster, name)
+        delete_outputs_volumes(k8s_cluster, name)

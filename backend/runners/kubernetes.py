@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,13 +163,15 @@ def _pod_pending(pod: dict[str, Any]) -> str:
 
 
 def derive_status(
-    job: dict[str, Any] | None, pods: list[dict[str, Any]], *, deleted: bool = False, cancelled: bool = False
+    job: dict[str, Any] | None, pods: list[dict[str, Any]], *, deleted: bool = False, cancelled: str = ""
 ) -> RunStatus:
-    """A run's state from its Job summary and its pods' summaries (see summarize_job / summarize_pod)."""
+    """A run's state from its Job summary and its pods' summaries (see summarize_job / summarize_pod).
+
+    `cancelled` is the reason when lfops itself deleted the Job; a Job deleted by anyone else is cancelled too.
+    """
     if job is None:
         if deleted:
-            why = "cancelled" if cancelled else "the Job was deleted outside lfops"
-            return RunStatus(RunState.CANCELLED, why)
+            return RunStatus(RunState.CANCELLED, cancelled or "the Job was deleted outside lfops")
         return RunStatus(RunState.LOST, "the Job does not exist")
     true = {ctype: (reason, message) for ctype, status, reason, message in job["conditions"] if status == "True"}
     if "Complete" in true or "SuccessCriteriaMet" in true:
@@ -180,7 +183,7 @@ def derive_status(
         details = [_pod_failure(p) for p in pods if p["phase"] == "Failed"]
         return RunStatus(RunState.FAILED, "; ".join([reason or "Failed", *details[:2]]))
     if job["deleting"] or deleted:
-        return RunStatus(RunState.CANCELLED, "cancelled" if cancelled else "the Job was deleted outside lfops")
+        return RunStatus(RunState.CANCELLED, cancelled or "the Job was deleted outside lfops")
     if job["suspend"]:
         queue = f" in Kueue queue {job['queue']}" if job["queue"] else ""
         return RunStatus(RunState.QUEUED, f"suspended: waiting for admission{queue}")
@@ -224,50 +227,63 @@ class NamespaceWatcher:
         self.namespace = namespace
         self.watch_seconds = watch_seconds
         self._client_factory = client_factory
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: wait_for predicates read the map under the condition's lock
         self.changed = threading.Condition(self._lock)
         self._jobs: dict[str, dict[str, Any]] = {}
         self._pods: dict[str, dict[str, dict[str, Any]]] = {}  # job name -> pod name -> summary
         self._deleted: set[str] = set()
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, str] = {}  # job name -> reason, for Jobs this process deletes
         self._status: dict[str, RunStatus] = {}
         self._listeners: list[Listener] = []
         self._synced = {kind: threading.Event() for kind in self.KINDS}
         self._responses: dict[str, Any] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._stop = threading.Event()
+        # Each start() gets its own stop token: a thread still blocked in a read after stop() can never act on the
+        # map once a later start() is running. `_generation` changes on reconnect() for the same reason.
+        self._token = threading.Event()
+        self._token.set()
+        self._generation = 0
         self.resource_versions: dict[str, str | None] = dict.fromkeys(self.KINDS)
         self.stats = {"events": 0, "bookmarks": 0, "relists": 0, "reconnects": 0, "status_changes": 0}
-        self.cpu_seconds: dict[str, float] = dict.fromkeys(self.KINDS, 0.0)
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(self.KINDS, 0.0)  # of the watch threads, for bench/
         self.last_error = ""
 
     # -- lifecycle
 
     def start(self) -> NamespaceWatcher:
-        if any(t.is_alive() for t in self._threads.values()):
-            return self
-        self._stop.clear()
-        for kind in self.KINDS:
-            thread = threading.Thread(target=self._run, args=(kind,), name=f"lfops-watch-{kind}-{self.namespace}")
-            thread.daemon = True  # never keeps the app from exiting
-            self._threads[kind] = thread
-            thread.start()
+        with self._lock:
+            if not self._token.is_set():
+                return self
+            token = self._token = threading.Event()
+            for kind in self.KINDS:
+                thread = threading.Thread(
+                    target=self._run, args=(kind, token), name=f"lfops-watch-{kind}-{self.namespace}"
+                )
+                thread.daemon = True  # never keeps the app from exiting
+                self._threads[kind] = thread
+                thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching; the state map and resourceVersions are kept, so start() resumes where this left off."""
-        self._stop.set()
+        with self._lock:
+            self._token.set()
+            threads = list(self._threads.values())
         self.reconnect()
-        for thread in self._threads.values():
+        for thread in threads:
             thread.join(timeout)
 
     def reconnect(self) -> None:
         """Cut the current watch connections (as a network failure would); the threads resume from their versions."""
-        for resp in list(self._responses.values()):
-            with contextlib.suppress(Exception):
-                resp.shutdown()
-            with contextlib.suppress(Exception):
-                resp.release_conn()
+        with self._lock:
+            self._generation += 1
+            responses = list(self._responses.values())
+        for resp in responses:
+            try:  # SHUT_RDWR: the server sees the close and a blocked read returns at once
+                resp.connection.sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, OSError):
+                with contextlib.suppress(Exception):
+                    resp.shutdown()
 
     def wait_synced(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -292,9 +308,9 @@ class NamespaceWatcher:
         with self._lock:
             return sorted(self._pods.get(name, {}).values(), key=lambda p: (p["index"], p["created"], p["name"]))
 
-    def mark_cancelled(self, name: str) -> None:
+    def mark_cancelled(self, name: str, reason: str = "cancelled") -> None:
         with self._lock:
-            self._cancelled.add(name)
+            self._cancelled[name] = reason
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         with self.changed:
@@ -309,47 +325,51 @@ class NamespaceWatcher:
             return client.BatchV1Api(api_client).list_namespaced_job
         return client.CoreV1Api(api_client).list_namespaced_pod
 
-    def _run(self, kind: str) -> None:
+    def _run(self, kind: str, token: threading.Event) -> None:
         api_client = self._client_factory()
         call = self._list_call(api_client, kind)
         backoff = 0.2
         start_cpu = time.thread_time()
         try:
-            while not self._stop.is_set():
+            while not token.is_set():
                 try:
                     if self.resource_versions[kind] is None:
-                        self._relist(kind, call)
-                    self._watch(kind, call)
+                        self._relist(kind, call, token)
+                    if self._watch(kind, call, token) and not token.is_set():
+                        self.stats["reconnects"] += 1
                     backoff = 0.2
                 except Exception as exc:  # noqa: BLE001 - any failure: note it, back off, resume
-                    if self._stop.is_set():
+                    if token.is_set():
                         break
                     self.last_error = f"{kind}: {exc}"
                     log.info("watch %s/%s interrupted (%s); resuming", self.namespace, kind, exc)
                     self.stats["reconnects"] += 1
-                    self._stop.wait(backoff)
+                    token.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                 finally:
-                    self.cpu_seconds[kind] = time.thread_time() - start_cpu
+                    self.cpu_seconds[kind] += time.thread_time() - start_cpu
+                    start_cpu = time.thread_time()
         finally:
             with contextlib.suppress(Exception):
                 api_client.close()
 
-    def _relist(self, kind: str, call: Callable[..., Any]) -> None:
+    def _relist(self, kind: str, call: Callable[..., Any], token: threading.Event) -> None:
         items: list[dict[str, Any]] = []
-        token = None
+        page = None
         while True:
             kwargs = {"label_selector": km.SELECTOR, "limit": 500, "_preload_content": False}
-            if token:
-                kwargs["_continue"] = token
+            if page:
+                kwargs["_continue"] = page
             resp = call(self.namespace, _request_timeout=DEFAULT_TIMEOUT, **kwargs)
             body = json.loads(resp.data)
             items.extend(body.get("items") or [])
-            token = (body.get("metadata") or {}).get("continue")
-            if not token:
+            page = (body.get("metadata") or {}).get("continue")
+            if not page:
                 break
         rv = body["metadata"]["resourceVersion"]
         with self._lock:
+            if token.is_set():
+                return
             if kind == "jobs":
                 fresh = {s["name"]: s for s in map(summarize_job, items)}
                 gone = set(self._jobs) - set(fresh)
@@ -368,7 +388,9 @@ class NamespaceWatcher:
         self._synced[kind].set()
         self._notify([c for c in changes if c])
 
-    def _watch(self, kind: str, call: Callable[..., Any]) -> None:
+    def _watch(self, kind: str, call: Callable[..., Any], token: threading.Event) -> bool:
+        """Follow one watch connection; True when it was cut on purpose (reconnect) rather than ended by the server."""
+        generation = self._generation
         resp = call(
             self.namespace,
             label_selector=km.SELECTOR,
@@ -379,30 +401,41 @@ class NamespaceWatcher:
             _preload_content=False,
             _request_timeout=(DEFAULT_TIMEOUT[0], self.watch_seconds + 30),
         )
-        self._responses[kind] = resp
+        with self._lock:
+            self._responses[kind] = resp
         try:
             for line in _lines(resp):
+                if token.is_set() or generation != self._generation:
+                    return True  # stopped or cut: the event is not applied; the next watch delivers it again
                 event = json.loads(line)
                 etype, obj = event.get("type"), event.get("object") or {}
                 if etype == "ERROR":
                     if obj.get("code") == 410:  # our version was compacted away: start over from a list
                         self.resource_versions[kind] = None
-                        return
+                        return False
                     raise RuntimeError(f"watch error: {obj.get('message') or obj}")
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
                 if etype == "BOOKMARK":
                     self.resource_versions[kind] = rv
                     self.stats["bookmarks"] += 1
                     continue
-                change = self._apply(kind, etype, obj)
-                self.resource_versions[kind] = rv
+                change = self._apply(kind, etype, obj, rv, token)
                 self._notify([change] if change else [])
         finally:
-            self._responses.pop(kind, None)
-            resp.release_conn()
+            with self._lock:
+                if self._responses.get(kind) is resp:
+                    del self._responses[kind]
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+        return token.is_set() or generation != self._generation
 
-    def _apply(self, kind: str, etype: str, obj: dict[str, Any]) -> tuple[str, RunStatus] | None:
+    def _apply(
+        self, kind: str, etype: str, obj: dict[str, Any], rv: str, token: threading.Event
+    ) -> tuple[str, RunStatus] | None:
         with self._lock:
+            if token.is_set():
+                return None
+            self.resource_versions[kind] = rv
             self.stats["events"] += 1
             if kind == "jobs":
                 summary = summarize_job(obj)
@@ -433,7 +466,7 @@ class NamespaceWatcher:
         if job is None and name not in self._deleted:
             return None  # pods of a Job we have not seen yet
         pods = list(self._pods.get(name, {}).values())
-        status = derive_status(job, pods, deleted=name in self._deleted, cancelled=name in self._cancelled)
+        status = derive_status(job, pods, deleted=name in self._deleted, cancelled=self._cancelled.get(name, ""))
         status = RunStatus(status.state, status.reason, km.external_id(self.namespace, name))
         if status == old:
             return None
@@ -475,7 +508,12 @@ class KubernetesRunner(Runner):
         self._watchers: dict[str, NamespaceWatcher] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self._events_cache: dict[tuple[str, str], tuple[float, str]] = {}
         self.watch_seconds = watch_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesRunner:
+        return cls(settings)
 
     # -- clients and watchers
 
@@ -624,6 +662,8 @@ class KubernetesRunner(Runner):
             status = RunStatus(status.state, self._job_events(ns, name) or status.reason, status.external_id)
         return status
 
+    EVENTS_TTL = 5.0  # status() may be called every second per run; events are asked at most this often
+
     def _read_status(self, ns: str, name: str) -> RunStatus:
         from kubernetes.client.exceptions import ApiException
 
@@ -653,6 +693,15 @@ class KubernetesRunner(Runner):
 
     def _job_events(self, ns: str, name: str) -> str:
         """Why a Job has no pods, e.g. 'FailedCreate: ... exceeded quota'; '' when nothing was reported."""
+        key, now = (ns, name), time.monotonic()
+        cached = self._events_cache.get(key)
+        if cached and now - cached[0] < self.EVENTS_TTL:
+            return cached[1]
+        reason = self._read_job_events(ns, name)
+        self._events_cache[key] = (now, reason)
+        return reason
+
+    def _read_job_events(self, ns: str, name: str) -> str:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -730,13 +779,13 @@ class KubernetesRunner(Runner):
         finally:
             resp.release_conn()
 
-    def cancel(self, external_id: str) -> None:
+    def cancel(self, external_id: str, reason: str = "cancelled") -> None:
         """Delete the Job; Foreground propagation removes its pods (and owned ConfigMap/Service) before the Job."""
         from kubernetes.client.exceptions import ApiException
 
         ns, name = km.parse_external_id(external_id)
         watcher = self.watcher(ns)
-        watcher.mark_cancelled(name)
+        watcher.mark_cancelled(name, reason or "cancelled")
         with api_errors(f"delete job {ns}/{name}", self.host):
             try:
                 self._batch().delete_namespaced_job(
