@@ -82,6 +82,7 @@ class WebApp:
     board: lb.LlamaBoard
     train: TrainActions
     review: ReviewTab
+    runs: RunsTab
 
 
 def build_app(ctx: AppContext) -> WebApp:
@@ -99,4 +100,4 @@ def build_app(ctx: AppContext) -> WebApp:
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
-    return WebApp(demo, board, train, review)
+    return WebApp(demo, board, train, review, runs)

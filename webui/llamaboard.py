@@ -323,11 +323,11 @@ def _preview_inputs(blocks: gr.Blocks, board: LlamaBoard) -> list:
 # Reading the Train form
 
 
-def form_values(board: LlamaBoard, **by_id: Any) -> dict:
-    """The Train form as LlamaBoard's event hands it over ({component: value}): initial values plus `by_id`."""
+def form_values(board: LlamaBoard, values: dict[str, Any] | None = None) -> dict:
+    """The Train form as LlamaBoard's events hand it over ({component: value}): initial values, then `values` by id."""
     data = {elem: elem.value for elem in board.train_inputs}
-    for elem_id, value in by_id.items():
-        data[board.elem(elem_id.replace("__", "."))] = value
+    for elem_id, value in (values or {}).items():
+        data[board.elem(elem_id)] = value
     return data
 
 

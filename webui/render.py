@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 
@@ -13,8 +14,9 @@ def md_code(text: Any) -> str:
 
 
 def md_text(text: Any) -> str:
-    """User text shown as Markdown without letting it format or inject HTML."""
-    return html.escape(str(text)).replace("*", "&#42;").replace("_", "&#95;").replace("[", "&#91;")
+    """User text shown in Markdown as it is: no HTML, no emphasis or links made of its characters."""
+    escaped = html.escape(str(text), quote=False)
+    return re.sub(r"([\\`*_\[\]#|~])", r"\\\1", escaped)
 
 
 def error_md(title: str, problems: list[str]) -> str:

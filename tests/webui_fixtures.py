@@ -1,0 +1,133 @@
+"""Helpers for the WebUI tests: the app built in this process, and `lfops webui` started as README starts it."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from gradio.context import LocalContext
+
+ROOT = Path(__file__).resolve().parents[1]
+LFOPS = str(Path(sys.executable).with_name("lfops"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts" / "webui"
+
+
+def plain(markdown: str) -> str:
+    """The text a user reads in a Markdown message (backslash escapes and HTML entities resolved)."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
+
+
+def request_for(name: str | None) -> gr.Request:
+    """What Gradio hands an event handler for a signed-in user (the user name is all the app reads from it)."""
+    return gr.Request(username=name)
+
+
+@contextmanager
+def signed_in(name: str | None):
+    """Run LlamaBoard's own handlers as Gradio runs them for `name` (they read the user from Gradio's context)."""
+    token = LocalContext.request.set(request_for(name))
+    try:
+        yield
+    finally:
+        LocalContext.request.reset(token)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class InProcess:
+    """The WebUI built in this process over a test workspace, to drive its handlers directly."""
+
+    env: object  # tests.conftest.Env
+    app: object  # webui.app.WebApp
+    ctx: object  # webui.app.AppContext
+
+    @property
+    def board(self):
+        return self.app.board
+
+
+def build_in_process(env) -> InProcess:
+    """Build the app as `lfops webui` does, with the current directory already in the workspace's llamaboard/."""
+    from webui.app import AppContext, build_app
+    from webui.auth import Authenticator
+    from webui.workdir import Workdir
+
+    workdir = Workdir(env.ws)
+    workdir.prepare()
+    os.chdir(workdir.root)
+    ctx = AppContext(env.ws, Authenticator(env.ws), workdir)
+    return InProcess(env, build_app(ctx), ctx)
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_webui(workspace: Path, log: Path, *args: str, env: dict | None = None, timeout: float = 240) -> Server:
+    """`lfops webui --port P` with LFOPS_WORKSPACE, as README runs it; returns once the first page is served."""
+    port = free_port()
+    full_env = {**os.environ, "LFOPS_WORKSPACE": str(workspace), **(env or {})}
+    fh = open(log, "w")  # the server writes to it until stop()
+    proc = subprocess.Popen(
+        [LFOPS, "webui", "--port", str(port), *args],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=full_env,
+        cwd=str(workspace.parent),
+        start_new_session=True,  # its own process group: stop() ends the runs it started too
+    )
+    server = Server(proc, f"http://127.0.0.1:{port}/", log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"lfops webui exited with {proc.returncode}:\n{server.output()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.url, timeout=2) as resp:  # noqa: S310 - our own local server
+                if resp.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    server.stop()
+    raise AssertionError(f"lfops webui served nothing within {timeout} s:\n{server.output()[-3000:]}")
