@@ -276,7 +276,9 @@ class Lineage:
     ) -> list[RunView]:
         """Runs of one config (by config hash), best final loss first (served by ix_runs_config_status_loss)."""
         require(actor, "read")
-        q = runs_query().where(Config.config_hash == config_hash)
+        # The config ids first (few), so the planner walks ix_runs_config_status_loss rather than every run by status.
+        config_ids = select(Config.id).where(Config.config_hash == config_hash).scalar_subquery()
+        q = runs_query().where(Run.config_id.in_(config_ids))
         if status:
             q = q.where(Run.status == status)
         q = q.order_by(Run.final_loss.is_(None), Run.final_loss, Run.id).limit(limit)
