@@ -126,6 +126,9 @@ def start_webui(workspace: Path, log: Path, *args: str, env: dict | None = None,
             with urllib.request.urlopen(server.url, timeout=2) as resp:  # noqa: S310 - our own local server
                 if resp.status == 200:
                     return server
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # served, to someone who has not signed in (proxy-header mode)
+                return server
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)

@@ -47,7 +47,12 @@ class ReviewTab:
                     self.params_title = gr.Markdown("#### Hyperparameters")
                     self.show_all = gr.Checkbox(label="show unchanged parameters", value=False)
                     self.params = gr.Dataframe(
-                        headers=PARAM_HEADERS, interactive=False, wrap=True, elem_id="lfops-cr-params"
+                        headers=PARAM_HEADERS,
+                        interactive=False,
+                        wrap=True,
+                        max_height=720,
+                        column_widths=["34%", "22%", "30%", "14%"],
+                        elem_id="lfops-cr-params",
                     )
                 with gr.Column(scale=1):
                     gr.Markdown("#### YAML diff against main")
