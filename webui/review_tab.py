@@ -34,7 +34,12 @@ class ReviewTab:
                 )
                 self.refresh = gr.Button("Refresh", scale=0, elem_id="lfops-cr-refresh")
             self.table = gr.Dataframe(
-                headers=LIST_HEADERS, interactive=False, wrap=True, elem_id="lfops-cr-table", label="Change requests"
+                headers=LIST_HEADERS,
+                interactive=False,
+                wrap=True,
+                column_widths=["5%", "11%", "9%", "24%", "37%", "14%"],
+                elem_id="lfops-cr-table",
+                label="Change requests",
             )
             with gr.Row(equal_height=True):
                 self.cr_id = gr.Number(
