@@ -155,6 +155,21 @@ def test_roles_decide_what_is_offered(web):
     assert alice[id(review.reviewer_note)] is True and rita[id(review.reviewer_note)] is False
     assert alice[id(web.app.train.save_btn)] is True and anonymous[id(web.app.train.save_btn)] is False
     assert anonymous["who"].startswith("Not signed in")
+    admin = offered("admin")
+    assert admin[id(web.app.train.override_box)] is True and alice[id(web.app.train.override_box)] is False
+
+
+def test_only_an_admin_launches_outside_the_policy_and_must_say_why(web):
+    train = web.app.train
+    save(web, "alice", "override-me")  # saved, never reviewed
+    commit = web.env.origin_git("rev-parse", "refs/heads/alice/override-me").strip()
+    path = "configs/override-me.yaml"
+    before = snapshot(web.env)
+    refused = plain(train.on_override(commit, path, "urgent", request_for("alice")))
+    assert "alice (analyst) may not launch unapproved commits" in refused
+    assert "override: give a reason" in plain(train.on_override(commit, path, "  ", request_for("admin")))
+    assert "target: give a commit" in plain(train.on_override("", path, "urgent", request_for("admin")))
+    assert snapshot(web.env) == before
 
 
 def test_review_shows_the_changes_and_the_backend_decides_who_may_act(web):

@@ -192,3 +192,8 @@ def test_analyst_saves_reviewer_merges(app, browser):
     message = origin_git(workspace, "log", "-1", "--format=%B", "main")
     assert f"Change-Request: {cr}" in message and "Approved-by: rita" in message
     assert "learning_rate: 0.0002" in origin_git(workspace, "show", "main:configs/lr-rank-16.yaml")
+
+    # -- signing out ends the session: the page and the API ask for a sign-in again
+    page.locator("#lfops-signout").click()
+    expect(page.get_by_role("button", name="Login")).to_be_visible(timeout=20_000)
+    assert page.request.get(url + "config").status == 401

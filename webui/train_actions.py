@@ -53,12 +53,28 @@ class TrainActions:
                 )
                 self.launch_btn = gr.Button("Launch", interactive=False, scale=1, elem_id="lfops-launch-btn")
             self.launch_result = gr.Markdown(elem_id="lfops-launch-result")
+            with gr.Accordion(
+                "Admin: launch a commit outside the approval policy (audited)", open=False, elem_id="lfops-override"
+            ) as self.override_box:
+                with gr.Row(equal_height=True):
+                    self.override_commit = gr.Textbox(label="Commit or change request #", scale=2)
+                    self.override_path = gr.Textbox(label="Config path", placeholder="configs/<name>.yaml", scale=2)
+                    self.override_reason = gr.Textbox(label="Reason", scale=3)
+                    self.override_btn = gr.Button("Launch with override", variant="stop", scale=1)
         self.ctx.gate(self.save_btn, "config.save")
+        self.ctx.gate(self.override_box, "run.override")
         offer = dict(fn=self.on_offer, inputs=None, outputs=[self.launch_choice, self.launch_btn, self.launch_result])
         self.ctx.on_tab_load(**offer)
         self.launch_choice.focus(**offer)
         self.launch_btn.click(
             self.on_launch, [self.launch_choice], [self.launch_result], concurrency_limit=4, api_name="launch"
+        )
+        self.override_btn.click(
+            self.on_override,
+            [self.override_commit, self.override_path, self.override_reason],
+            [self.launch_result],
+            concurrency_limit=4,
+            api_name="launch_override",
         )
 
     # ---- Launch -------------------------------------------------------------------------------------------------
@@ -87,8 +103,21 @@ class TrainActions:
     def on_launch(self, cr_id: int | None, request: gr.Request) -> str:
         if not cr_id:
             return error_md("Not launched", ["change request: choose an approved, merged one"])
+        return self._launch(request, int(cr_id))
+
+    def on_override(self, target: str, config_path: str, reason: str, request: gr.Request) -> str:
+        """An admin's launch without the approval policy: the backend checks the role and the reason, and audits."""
+        if not (target or "").strip():
+            return error_md("Not launched", ["target: give a commit or a change request number"])
+        return self._launch(request, target.strip(), (config_path or "").strip() or None, reason or "")
+
+    def _launch(
+        self, request: gr.Request, target: int | str, config_path: str | None = None, override: str | None = None
+    ) -> str:
         try:
-            run = self.ctx.ws.runs.launch(self.ctx.auth.actor(request), int(cr_id))
+            run = self.ctx.ws.runs.launch(
+                self.ctx.auth.actor(request), target, config_path=config_path, override_reason=override
+            )
         except LfopsError as exc:
             return error_md("Not launched", [str(exc)])
         return (
