@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.orm import Session, aliased
 
 from backend.auth import Actor, require
 from backend.errors import LfopsError, NotFound
 from backend.registry import ModelVersionView, Registry
 from backend.registry import _view as model_view
-from backend.runs import RunView, commit_filter, runs_query, view_of
+from backend.runs import RunView, commit_filter, run_views, runs_query
 from backend.store import Store
 from backend.store.models import ChangeRequest, Config, Deployment, Metric, ModelVersion, Review, Run, User
 
@@ -109,45 +109,105 @@ class RunComparison:
         return [p for p in self.params if p.differs]
 
 
-def _deployments(s: Session, model_ids: list[int]) -> list[DeploymentView]:
-    if not model_ids:
-        return []
-    rows = s.execute(
-        select(Deployment, ModelVersion.name, ModelVersion.version)
-        .join(ModelVersion, Deployment.model_version_id == ModelVersion.id)
-        .where(Deployment.model_version_id.in_(model_ids))
-        .order_by(Deployment.id)
-    )
+_DEPLOYMENT_COLUMNS = (
+    Deployment.id,
+    Deployment.model_version_id,
+    ModelVersion.name,
+    ModelVersion.version,
+    Deployment.target,
+    Deployment.endpoint,
+    Deployment.status,
+    Deployment.created_at,
+)
+_DEPLOYMENTS = select(*_DEPLOYMENT_COLUMNS).join(ModelVersion, Deployment.model_version_id == ModelVersion.id)
+_DEPLOYMENTS_OF_ONE = _DEPLOYMENTS.where(Deployment.model_version_id == bindparam("mv_id")).order_by(Deployment.id)
+
+
+def _deployment_views(rows: Any) -> list[DeploymentView]:
     return [
-        DeploymentView(d.id, d.model_version_id, f"{name}:v{version}", d.target, d.endpoint, d.status, d.created_at)
-        for d, name, version in rows
+        DeploymentView(dep_id, mv_id, f"{name}:v{version}", target, endpoint, status, created_at)
+        for dep_id, mv_id, name, version, target, endpoint, status, created_at in rows
     ]
 
 
+_MODEL_COLUMNS = (
+    ModelVersion.id,
+    ModelVersion.name,
+    ModelVersion.version,
+    ModelVersion.kind,
+    ModelVersion.run_id,
+    ModelVersion.parent_id,
+    ModelVersion.artifact_uri,
+    ModelVersion.manifest_sha256,
+    ModelVersion.hub_repo,
+    ModelVersion.hub_revision,
+    ModelVersion.created_at,
+)
+
+
+_CHILDREN = select(*_MODEL_COLUMNS).where(ModelVersion.parent_id == bindparam("mv_id")).order_by(ModelVersion.id)
+_RUN_BY_ID = runs_query().where(Run.id == bindparam("run_id"))
+_REPRODUCTIONS = runs_query().where(Run.reproduces_run_id == bindparam("run_id")).order_by(Run.id)
+
+
+def model_views(s: Session, runs_condition: Any) -> list[ModelVersionView]:
+    """Model versions (registered and exported) of the runs whose run/config columns meet a condition."""
+    q = (
+        select(*_MODEL_COLUMNS)
+        .join(Run, ModelVersion.run_id == Run.id)
+        .join(Config, Run.config_id == Config.id)
+        .where(runs_condition)
+        .order_by(ModelVersion.name, ModelVersion.version)
+    )
+    return [ModelVersionView(*row) for row in s.connection().execute(q)]
+
+
+def _change_request_query() -> Any:
+    author, merger, approver = aliased(User), aliased(User), aliased(User)
+    approval = and_(
+        Review.change_request_id == ChangeRequest.id,
+        Review.decision == "approved",
+        Review.head_commit == ChangeRequest.head_commit,
+    )
+    return (
+        select(
+            ChangeRequest.id,
+            ChangeRequest.title,
+            author.name,
+            ChangeRequest.status,
+            merger.name,
+            ChangeRequest.merged_commit,
+            ChangeRequest.merged_at,
+            approver.name,
+        )
+        .join(author, author.id == ChangeRequest.author_id)
+        .outerjoin(merger, merger.id == ChangeRequest.merged_by_id)
+        .outerjoin(Review, approval)
+        .outerjoin(approver, approver.id == Review.reviewer_id)
+        .where(ChangeRequest.id == bindparam("cr_id"))
+    )
+
+
+_CHANGE_REQUEST = _change_request_query()
+
+
 def change_request_facts(s: Session, cr_id: int | None) -> ChangeRequestFacts | None:
+    """A change request with its author, merger and approvers (of its last head) in one query."""
     if cr_id is None:
         return None
-    cr = s.get(ChangeRequest, cr_id)
-    if cr is None:
+    rows = s.execute(_CHANGE_REQUEST, {"cr_id": cr_id}).all()
+    if not rows:
         return None
-    approvers = s.scalars(
-        select(User.name)
-        .join(Review, Review.reviewer_id == User.id)
-        .where(
-            Review.change_request_id == cr.id,
-            Review.decision == "approved",
-            Review.head_commit == cr.head_commit,
-        )
-    )
+    first = rows[0]
     return ChangeRequestFacts(
-        id=cr.id,
-        title=cr.title,
-        author=cr.author.name,
-        status=cr.status,
-        approvers=sorted(set(approvers)),
-        merged_by=cr.merged_by.name if cr.merged_by else None,
-        merged_commit=cr.merged_commit,
-        merged_at=cr.merged_at,
+        id=first[0],
+        title=first[1],
+        author=first[2],
+        status=first[3],
+        approvers=sorted({row[7] for row in rows if row[7]}),
+        merged_by=first[4],
+        merged_commit=first[5],
+        merged_at=first[6],
     )
 
 
@@ -170,37 +230,26 @@ class Lineage:
                     break
                 ancestors.append(model_view(parent))
                 parent_id = parent.parent_id
-            derived = [
-                model_view(m)
-                for m in s.scalars(
-                    select(ModelVersion).where(ModelVersion.parent_id == mv.id).order_by(ModelVersion.id)
-                )
-            ]
-            run = None
-            if mv.run_id is not None:
-                run = s.scalar(runs_query().where(Run.id == mv.run_id))
-            cfg = run.config if run else None
-            reproductions = []
-            if run is not None:
-                reproductions = [
-                    view_of(r) for r in s.scalars(runs_query().where(Run.reproduces_run_id == run.id).order_by(Run.id))
-                ]
+            derived = [ModelVersionView(*row) for row in s.execute(_CHILDREN, {"mv_id": mv.id})]
+            runs = run_views(s, _RUN_BY_ID, {"run_id": mv.run_id}) if mv.run_id is not None else []
+            run = runs[0] if runs else None
+            reproductions = run_views(s, _REPRODUCTIONS, {"run_id": run.id}) if run is not None else []
             return ModelLineage(
                 model=model_view(mv),
                 ancestors=ancestors,
                 derived=derived,
-                run=view_of(run) if run else None,
-                change_request=change_request_facts(s, cfg.change_request_id if cfg else None),
-                commit=cfg.commit if cfg else "",
-                config_path=cfg.path if cfg else "",
-                config_hash=cfg.config_hash if cfg else "",
-                dataset_version=cfg.dataset_version if cfg else "",
-                base_model=cfg.base_model if cfg else "",
-                base_model_revision=cfg.base_model_revision if cfg else "",
+                run=run,
+                change_request=change_request_facts(s, run.change_request_id if run else None),
+                commit=run.commit if run else "",
+                config_path=run.config_path if run else "",
+                config_hash=run.config_hash if run else "",
+                dataset_version=run.dataset_version if run else "",
+                base_model=run.base_model if run else "",
+                base_model_revision=run.base_model_revision if run else "",
                 final_loss=run.final_loss if run else None,
-                final_metrics=dict(run.final_metrics or {}) if run else {},
+                final_metrics=dict(run.final_metrics) if run else {},
                 reproductions=reproductions,
-                deployments=_deployments(s, [mv.id]),
+                deployments=_deployment_views(s.execute(_DEPLOYMENTS_OF_ONE, {"mv_id": mv.id})),
             )
 
     # ---- what came from commit / dataset version Y -------------------------------------------------------------
@@ -222,37 +271,25 @@ class Lineage:
 
     def _derived(self, kind: str, key: str, condition: Any, limit: int) -> Derived:
         with self.store.session() as s:
+            columns = (Config.commit, Config.path, Config.config_hash, Config.dataset_version, Config.change_request_id)
             configs = [
-                {
-                    "commit": c.commit,
-                    "path": c.path,
-                    "config_hash": c.config_hash,
-                    "dataset_version": c.dataset_version,
-                    "change_request": c.change_request_id,
-                }
-                for c in s.scalars(select(Config).where(condition).order_by(Config.id).limit(limit))
+                dict(zip(("commit", "path", "config_hash", "dataset_version", "change_request"), row, strict=True))
+                for row in s.execute(select(*columns).where(condition).order_by(Config.id).limit(limit))
             ]
-            runs = list(s.scalars(runs_query().where(condition).order_by(Run.id.desc()).limit(limit)))
-            run_ids = [r.id for r in runs]
-            models = (
-                list(
-                    s.scalars(
-                        select(ModelVersion)
-                        .where(ModelVersion.run_id.in_(run_ids))
-                        .order_by(ModelVersion.name, ModelVersion.version)
-                    )
+            runs = run_views(s, runs_query().where(condition).order_by(Run.id.desc()).limit(limit))
+            # Models and deployments of exactly those runs, by joins from the same indexed condition (no list of a
+            # thousand ids sent back); when the limit cut the runs, the oldest run returned bounds the rest.
+            of_runs = and_(condition, Run.id >= runs[-1].id) if len(runs) >= limit else condition
+            models = model_views(s, of_runs)
+            deployments = _deployment_views(
+                s.connection().execute(
+                    _DEPLOYMENTS.join(Run, ModelVersion.run_id == Run.id)
+                    .join(Config, Run.config_id == Config.id)
+                    .where(of_runs)
+                    .order_by(Deployment.id)
                 )
-                if run_ids
-                else []
             )
-            return Derived(
-                kind=kind,
-                key=key,
-                configs=configs,
-                runs=[view_of(r) for r in runs],
-                models=[model_view(m) for m in models],
-                deployments=_deployments(s, [m.id for m in models]),
-            )
+            return Derived(kind=kind, key=key, configs=configs, runs=runs, models=models, deployments=deployments)
 
     def lookup(self, actor: Actor, term: str) -> ModelLineage | Derived:
         """`lfops lineage X`: a dataset version (sha256:...), a model (NAME[:vN]) or a commit (hex)."""
@@ -283,7 +320,7 @@ class Lineage:
             q = q.where(Run.status == status)
         q = q.order_by(Run.final_loss.is_(None), Run.final_loss, Run.id).limit(limit)
         with self.store.session() as s:
-            return [view_of(r) for r in s.scalars(q)]
+            return run_views(s, q)
 
     def compare(
         self, actor: Actor, run_ids: list[int], keys: tuple[str, ...] = ("loss", "eval_loss", "lr")
@@ -294,11 +331,11 @@ class Lineage:
         if len(ids) < 2:
             raise LfopsError("runs: compare needs at least two different run ids")
         with self.store.session() as s:
-            found = {r.id: r for r in s.scalars(runs_query().where(Run.id.in_(ids)))}
+            found = {r.id: r for r in run_views(s, runs_query().where(Run.id.in_(ids)))}
             missing = [i for i in ids if i not in found]
             if missing:
                 raise NotFound(f"run #{missing[0]} does not exist")
-            views = [view_of(found[i]) for i in ids]
+            views = [found[i] for i in ids]
             curves: dict[int, dict[str, list[tuple[int, float]]]] = {i: {k: [] for k in keys} for i in ids}
             rows = s.execute(
                 select(Metric.run_id, Metric.key, Metric.step, Metric.value)

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,13 @@ from backend.store.models import ChangeRequest, ModelVersion, Review, Run, utcno
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "lfops-model-manifest/1"
 _REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,199}?)(?::v?(?P<version>\d+))?$")
+# Built once: statement construction costs more than the indexed lookup itself.
+_BY_NAME_VERSION = select(ModelVersion).where(
+    ModelVersion.name == bindparam("name"), ModelVersion.version == bindparam("version")
+)
+_NEWEST_BY_NAME = (
+    select(ModelVersion).where(ModelVersion.name == bindparam("name")).order_by(ModelVersion.version.desc()).limit(1)
+)
 # Intermediate checkpoints are not part of the model (they are large and the final weights are beside them).
 _SKIP_DIR_RE = re.compile(r"^checkpoint-\d+$")
 
@@ -140,10 +147,10 @@ class Registry:
         m = _REF_RE.match(str(ref).strip())
         if not m:
             raise LfopsError(f"model: {ref!r} must be NAME or NAME:vN")
-        q = select(ModelVersion).where(ModelVersion.name == m.group("name"))
         if m.group("version"):
-            q = q.where(ModelVersion.version == int(m.group("version")))
-        mv = s.scalar(q.order_by(ModelVersion.version.desc()).limit(1))
+            mv = s.scalar(_BY_NAME_VERSION, {"name": m.group("name"), "version": int(m.group("version"))})
+        else:
+            mv = s.scalar(_NEWEST_BY_NAME, {"name": m.group("name")})
         if mv is None:
             raise NotFound(f"model {ref} is not in the registry")
         return mv

@@ -28,8 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy import String, select, type_coerce, update
+from sqlalchemy.orm import Session
 
 from backend import audit
 from backend import config as cfgmod
@@ -59,7 +59,8 @@ _CR_RE = re.compile(r"^#?(\d{1,6})$")
 _COMMIT_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 
 
-@dataclass(frozen=True)
+# Not frozen: a lineage answer builds a thousand of these, and a frozen dataclass initialises 6x slower.
+@dataclass(slots=True)
 class RunView:
     id: int
     status: str
@@ -83,6 +84,7 @@ class RunView:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    base_model_revision: str = ""
 
     @property
     def finished(self) -> bool:
@@ -123,42 +125,93 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+_RUN_COLUMNS = (
+    Run.id,
+    Run.status,
+    Run.reason,
+    Run.backend,
+    Run.external_id,
+    Config.commit,
+    Config.path,
+    Config.config_hash,
+    Config.dataset_version,
+    Config.base_model,
+    Config.change_request_id,
+    User.name,
+    Run.override_reason,
+    Run.reproduces_run_id,
+    Run.final_loss,
+    # JSON read as text and decoded here: a config's params once per config, not once per run row
+    type_coerce(Run.final_metrics, String),
+    type_coerce(Config.params, String),
+    type_coerce(Run.resources, String),
+    Run.run_dir,
+    Run.created_at,
+    Run.started_at,
+    Run.finished_at,
+    Config.base_model_revision,
+    Config.id,
+)
+
+
 def runs_query() -> Any:
-    """Runs with their config and submitter loaded in the same query (a list of N runs is one round trip)."""
+    """Runs with their config and submitter as plain columns in one query (lists of runs skip the ORM's per-row
+    object building: 1,000 runs in a lineage answer stay well under the 50 ms budget)."""
     return (
-        select(Run)
+        select(*_RUN_COLUMNS)
+        .select_from(Run)
         .join(Config, Run.config_id == Config.id)
         .join(User, Run.submitted_by_id == User.id)
-        .options(contains_eager(Run.config), contains_eager(Run.submitted_by))
     )
 
 
-def view_of(run: Run, submitted_by: str | None = None) -> RunView:
-    cfg = run.config
-    return RunView(
-        id=run.id,
-        status=run.status,
-        reason=run.reason,
-        backend=run.backend,
-        external_id=run.external_id,
-        commit=cfg.commit,
-        config_path=cfg.path,
-        config_hash=cfg.config_hash,
-        dataset_version=cfg.dataset_version,
-        base_model=cfg.base_model,
-        change_request_id=cfg.change_request_id,
-        submitted_by=submitted_by or run.submitted_by.name,
-        override_reason=run.override_reason,
-        reproduces_run_id=run.reproduces_run_id,
-        final_loss=run.final_loss,
-        final_metrics=dict(run.final_metrics or {}),
-        params=dict(cfg.params or {}),
-        resources=dict(run.resources or {}),
-        output_dir=run.run_dir,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-    )
+def run_views(s: Session, query: Any, params: dict[str, Any] | None = None) -> list[RunView]:
+    """Execute a `runs_query()` (with its filters and order) and build the views."""
+    params_by_config: dict[int, dict[str, Any]] = {}
+    views = []
+    for row in s.connection().execute(query, params or {}):  # Core rows: no ORM result processing per row
+        (
+            run_id, status, reason, backend, external_id, commit, path, config_hash, dataset_version, base_model,
+            cr_id, submitter, override, reproduces, final_loss, final_metrics, params, resources, run_dir,
+            created_at, started_at, finished_at, base_model_revision, config_id,
+        ) = row  # fmt: skip
+        if config_id not in params_by_config:
+            params_by_config[config_id] = _json(params)
+        views.append(
+            RunView(
+                id=run_id,
+                status=status,
+                reason=reason,
+                backend=backend,
+                external_id=external_id,
+                commit=commit,
+                config_path=path,
+                config_hash=config_hash,
+                dataset_version=dataset_version,
+                base_model=base_model,
+                change_request_id=cr_id,
+                submitted_by=submitter,
+                override_reason=override,
+                reproduces_run_id=reproduces,
+                final_loss=final_loss,
+                final_metrics=_json(final_metrics),
+                params=params_by_config[config_id],
+                resources=_json(resources),
+                output_dir=run_dir,
+                created_at=created_at,
+                started_at=started_at,
+                finished_at=finished_at,
+                base_model_revision=base_model_revision,
+            )
+        )
+    return views
+
+
+def _json(value: Any) -> dict[str, Any]:
+    # SQLite hands back the JSON text; psycopg decodes json columns itself
+    if value is None or value == "{}":
+        return {}
+    return value if isinstance(value, dict) else json.loads(value)
 
 
 def make_runner(settings: Settings, repo: GitStore) -> Runner:
@@ -615,7 +668,10 @@ class Runs:
     def get(self, actor: Actor, run_id: int) -> RunView:
         require(actor, "read")
         with self.store.session() as s:
-            return view_of(_get(s, run_id))
+            views = run_views(s, runs_query().where(Run.id == run_id))
+        if not views:
+            raise NotFound(f"run #{run_id} does not exist")
+        return views[0]
 
     def list(
         self,
@@ -651,7 +707,7 @@ class Runs:
         if change_request is not None:
             q = q.where(Config.change_request_id == change_request)
         with self.store.session() as s:
-            return [view_of(run) for run in s.scalars(q)]
+            return run_views(s, q)
 
     def metrics(
         self, actor: Actor, run_id: int, keys: tuple[str, ...] = ("loss",)

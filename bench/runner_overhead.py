@@ -1,0 +1,117 @@
+"""Benchmark: one config trained through lfops (launch -> local runner -> run succeeded and registered) versus
+`llamafactory-cli train` run directly on the same training YAML, interleaved, median of --repeats each, and the ratio.
+
+The lfops side is the whole path a user waits for: policy check, `git archive` of the commit, the detached process,
+completion seen by the tracker (polled every 50 ms), final metrics stored and the model registered. The direct side
+is `llamafactory-cli train` started with subprocess.run on an already extracted checkout.
+
+    .venv/bin/python bench/runner_overhead.py [--repeats 3] [--max-samples 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backend import yamlio  # noqa: E402
+from backend.config import TrainConfig  # noqa: E402
+from backend.runners.local import llamafactory_cli  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+from backend.workspace import Workspace  # noqa: E402
+
+
+def prepare(root: Path, max_samples: int) -> tuple[Workspace, dict, int, str]:
+    ws = Workspace(Settings.from_env(root / "ws"))
+    passwords = {name: pw for name, (_role, pw) in ws.init().credentials.items()}
+    alice, rita = ws.login("alice", passwords["alice"]), ws.login("rita", passwords["rita"])
+    config = TrainConfig.parse(ws.repo.read(ws.repo.sync_main(), "configs/example.yaml"), "example")
+    config.args["max_samples"] = max_samples
+    cr = ws.changes.save(alice, config, "bench", "runner overhead benchmark").change_request
+    ws.changes.approve(rita, cr)
+    commit = ws.changes.merge(rita, cr).merged_commit
+    return ws, passwords, cr, commit
+
+
+def direct_once(ws: Workspace, commit: str, work: Path) -> float:
+    """`llamafactory-cli train` on the same YAML the runner writes, in an extracted checkout of the same commit."""
+    if work.exists():
+        shutil.rmtree(work)
+    checkout = work / "checkout"
+    checkout.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ws.repo.mirror_dir), "archive", "--format=tar", commit], check=True, capture_output=True
+    ).stdout
+    tar_path = work / "c.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(checkout, filter="data")
+    args = yamlio.load_mapping(TrainConfig.parse(ws.repo.read(commit, "configs/bench.yaml")).training_yaml())
+    args["output_dir"] = str(work / "output")
+    (work / "train.yaml").write_text(yamlio.dump(args))
+    with open(work / "train.log", "wb") as log:
+        start = time.perf_counter()
+        subprocess.run(
+            [str(llamafactory_cli()), "train", str(work / "train.yaml")],
+            cwd=checkout,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+        return time.perf_counter() - start
+
+
+def runner_once(ws: Workspace, actor, cr: int) -> tuple[float, float, float]:
+    """(total wall, launch call, end of training -> recorded) for one run through lfops."""
+    start = time.perf_counter()
+    view = ws.runs.launch(actor, cr)
+    launched = time.perf_counter()
+    view = ws.runs.wait(actor, view.id, poll=0.05)
+    total = time.perf_counter() - start
+    recorded_at = time.time()
+    if view.status != "succeeded":
+        raise SystemExit(f"run #{view.id} {view.status}: {view.reason}")
+    exit_file = Path(view.output_dir).parent / "exit_code"
+    ended = exit_file.stat().st_mtime  # the wrapper writes it the moment training exits
+    return total, launched - start, max(0.0, recorded_at - ended)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-samples", type=int, default=64, help="64: the example config's 16 steps")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lfops-bench-runner-") as tmp:
+        root = Path(tmp)
+        ws, passwords, cr, commit = prepare(root, args.max_samples)
+        alice = ws.login("alice", passwords["alice"])
+        direct, through, launch, finish = [], [], [], []
+        for i in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
+            direct.append(direct_once(ws, commit, root / f"direct-{i}"))
+            total, launch_s, finish_s = runner_once(ws, alice, cr)
+            through.append(total)
+            launch.append(launch_s)
+            finish.append(finish_s)
+            print(f"  repeat {i + 1}: direct {direct[-1]:.2f} s, lfops {through[-1]:.2f} s", flush=True)
+        d, r = statistics.median(direct), statistics.median(through)
+        print()
+        print(f"runner overhead, {args.repeats} repeats each, median wall seconds (max_samples={args.max_samples})")
+        print(f"{'path':44} {'median s':>9} {'min s':>7} {'max s':>7}")
+        print(f"{'llamafactory-cli train (direct)':44} {d:9.2f} {min(direct):7.2f} {max(direct):7.2f}")
+        print(f"{'lfops launch -> succeeded + registered':44} {r:9.2f} {min(through):7.2f} {max(through):7.2f}")
+        print(f"{'  of which launch() call (policy, checkout)':44} {statistics.median(launch):9.2f}")
+        print(f"{'  of which exit -> recorded and registered':44} {statistics.median(finish):9.2f}")
+        print(f"ratio lfops / direct: {r / d:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
