@@ -31,6 +31,8 @@ class ClusterProfile:
     pod_labels: dict = field(default_factory=dict)  # extra labels/annotations on training pods (cost centre, mesh)
     pod_annotations: dict = field(default_factory=dict)
     outputs_mount: str = ""  # where this app sees outputs_pvc (e.g. /outputs in its own pod); "" = not readable here
+    clone_image: str = ""  # an image with git: clone the config repo at the run's commit (for dataset_dir: data)
+    repo_credentials_secret: str = ""  # Secret with key .git-credentials for cloning a private config repo
 
 
 @dataclass(frozen=True)

@@ -226,3 +226,40 @@ def test_output_dir_is_on_the_outputs_mount_when_the_app_mounts_it():
     mounted = ClusterProfile(**{**PROFILE.__dict__, "outputs_mount": "/outputs"})
     assert KubernetesRunner(profiles={"a100": mounted}).output_dir("ml-train/lfops-run-42") == "/outputs/runs/42/model"
     assert KubernetesRunner(profiles={"a100": PROFILE}).output_dir("ml-train/lfops-run-42") == ""
+
+
+def test_clone_init_container_checks_out_exactly_the_commit(tmp_path):
+    """The init container's own command, run here with real git against a real repository."""
+    import subprocess
+
+    origin = tmp_path / "origin"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(origin)], check=True)
+    (origin / "data").mkdir()
+    (origin / "data" / "dataset_info.json").write_text('{"demo": {"file_name": "demo.json"}}')
+    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@x"]
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (origin / "data" / "dataset_info.json").write_text("{}")
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+
+    profile = ClusterProfile(**{**PROFILE.__dict__, "clone_image": "alpine/git:2.47.2"})
+    run = RunSpec(**{**spec().__dict__, "repo_url": str(origin), "commit": commit})
+    pod = km.build_manifests(run, profile).job["spec"]["template"]["spec"]
+    (clone,) = pod["initContainers"]
+    assert clone["image"] == "alpine/git:2.47.2"
+    assert container({"spec": {"template": {"spec": pod}}})["workingDir"] == "/repo"
+    env = {e["name"]: e["value"] for e in clone["env"]}
+    env["REPO_DIR"] = str(tmp_path / "repo")  # the emptyDir mounted at /repo in the pod
+    subprocess.run(clone["command"], env={**env, "PATH": "/usr/bin:/bin"}, check=True)
+    checked_out = tmp_path / "repo" / "data" / "dataset_info.json"
+    assert checked_out.read_text() == '{"demo": {"file_name": "demo.json"}}'  # the commit's tree, not main's
+
+
+def test_private_repo_credentials_come_from_a_secret_volume():
+    profile = ClusterProfile(
+        **{**PROFILE.__dict__, "clone_image": "alpine/git", "repo_credentials_secret": "git-creds"}
+    )
+    pod = km.build_manifests(spec(), profile).job["spec"]["template"]["spec"]
+    assert {"name": "git-credentials", "secret": {"secretName": "git-creds"}} in pod["volumes"]
+    assert "store --file=/etc/lfops-git/.git-credentials" in pod["initContainers"][0]["command"][2]

@@ -52,10 +52,10 @@ def runner_for(k8s_ns):
     """runner_for(**profile overrides) -> a KubernetesRunner on the test namespace; all are closed afterwards."""
     made = []
 
-    def make(kubeconfig: str | None = None, **profile):
-        runner = KubernetesRunner(
-            profiles={"test": k8s_ns.profile(**profile)}, kubeconfig=kubeconfig or k8s_ns.cluster.kubeconfig
-        )
+    def make(kubeconfig: str | None = None, more: dict | None = None, **profile):
+        profiles = {"test": k8s_ns.profile(**profile)}
+        profiles |= {name: k8s_ns.profile(name=name, **values) for name, values in (more or {}).items()}
+        runner = KubernetesRunner(profiles=profiles, kubeconfig=kubeconfig or k8s_ns.cluster.kubeconfig)
         made.append(runner)
         return runner
 
@@ -106,6 +106,14 @@ def test_status_and_logs_reach_the_run_record_through_runs(k8s_ns, runner_for, e
     assert job.metadata.annotations["lfops.io/commit"] == merge == done.commit
     assert job.metadata.annotations["lfops.io/config-hash"] == done.config_hash
     assert job.metadata.labels["lfops.io/change-request"] == str(cr)
+
+
+def test_following_logs_waits_for_the_pod_and_ends_with_the_run(k8s_ns, runner_for):
+    runner = runner_for(pod_annotations={"lfops.test/run-duration": "2s"})
+    eid = runner.submit(make_spec(13))
+    lines = runner.logs(eid, follow=True)  # the pod does not exist yet
+    assert list(lines) == TRAINING_LOG  # kwok never closes a followed stream: the runner ends it after the run
+    assert runner.status(eid).state == RunState.SUCCEEDED
 
 
 def test_too_many_gpus_stay_pending_with_the_reason_until_a_bigger_node_joins(k8s_ns, runner_for):
@@ -269,21 +277,32 @@ def test_a_connection_cut_mid_watch_is_resumed(k8s_ns, runner_for):
     assert watcher.stats["reconnects"] > reconnects
 
 
-def test_an_expired_resource_version_relists_and_still_sees_the_end(k8s_ns, runner_for):
-    runner = runner_for(pod_annotations={"lfops.test/run-duration": "2s"})
-    eid = runner.submit(make_spec(11))
+def test_a_relist_after_410_gone_catches_up_on_what_happened_while_away(k8s_ns, runner_for):
+    """What the watcher does when the API server answers 410 Gone (its resourceVersion was compacted away): list
+    again. A young dev cluster's watch cache still holds every version, so no real 410 can be provoked here; the
+    test drops the versions exactly as the 410 branch does and checks the relist against real changes."""
+    runner = runner_for(
+        pod_annotations={"lfops.test/run-duration": "2s"},
+        more={"long": {"pod_annotations": {"lfops.test/run-duration": "600s"}}},
+    )
+    long = RunSpec(**{**make_spec(14).__dict__, "resources": Resources(gpus_per_node=1, profile="long")})
+    finishing, doomed = runner.submit(make_spec(11)), runner.submit(long)
     watcher = runner.watcher(k8s_ns.name)
-    wait_until(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
+    wait_until(lambda: runner.status(finishing).state == RunState.RUNNING, 30, what="running")
+    wait_until(lambda: runner.status(doomed).state == RunState.RUNNING, 30, what="running")
     watcher.stop()
-    with k8s_ns.cluster.client() as api:
+    with k8s_ns.cluster.client() as api:  # while nobody watches: one run ends, the other's Job is deleted by hand
         batch = client.BatchV1Api(api)
+        batch.delete_namespaced_job("lfops-run-14", k8s_ns.name, propagation_policy="Background")
         wait_until(lambda: batch.read_namespaced_job("lfops-run-11", k8s_ns.name).status.succeeded, 30, what="done")
+        wait_until(lambda: "lfops-run-14" not in job_names(k8s_ns.cluster, k8s_ns.name), 30, what="deleted")
     relists = watcher.stats["relists"]
-    # a version long compacted away: the API server answers 410 Gone and the watcher must list again
-    watcher.resource_versions = {"jobs": "1", "pods": "1"}
+    watcher.resource_versions = dict.fromkeys(watcher.KINDS)  # what the 410 branch of the watch loop sets
     watcher.start()
-    assert runner.wait(eid, timeout=30).state == RunState.SUCCEEDED
-    assert watcher.stats["relists"] >= relists + 1
+    assert runner.wait(finishing, timeout=30).state == RunState.SUCCEEDED
+    gone = runner.wait(doomed, timeout=30)
+    assert (gone.state, gone.reason) == (RunState.CANCELLED, "the Job was deleted outside lfops")
+    assert watcher.stats["relists"] == relists + 2  # one list of Jobs, one of Pods
 
 
 def test_manifests_pass_server_side_validation_of_kubernetes_1_36(k8s_ns, runner_for):
@@ -292,6 +311,9 @@ def test_manifests_pass_server_side_validation_of_kubernetes_1_36(k8s_ns, runner
         kueue_queue="team-a",
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         node_selector={"nvidia.com/gpu.present": "true"},
+        clone_image="alpine/git:2.47.2",
+        repo_credentials_secret="git-creds",
+        priority_class="",
     )
     m = runner.manifests(make_spec(12, nodes=4, gpus=8))
     with k8s_ns.cluster.client() as api:

@@ -32,6 +32,7 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONFIG_KEY = "train.yaml"
 CONFIG_DIR = "/etc/lfops"
 OUTPUTS_DIR = "/outputs"
+REPO_DIR = "/repo"  # the config repository at the run's commit, when the profile clones it
 MODEL_SUBDIR = "model"  # output_dir inside the run's folder on the outputs volume
 GPU_RESOURCE = "nvidia.com/gpu"
 CONTAINER = "train"
@@ -167,7 +168,7 @@ def check_profile(profile: ClusterProfile) -> list[Problem]:
         problems.append(Problem(f"{field}.backoff_limit", "must be 0 or more"))
     if not 1 <= int(profile.master_port) <= 65535:
         problems.append(Problem(f"{field}.master_port", "must be a TCP port (1-65535)"))
-    for attr in ("outputs_pvc", "hub_token_secret", "priority_class", "service_account"):
+    for attr in ("outputs_pvc", "hub_token_secret", "priority_class", "service_account", "repo_credentials_secret"):
         value = getattr(profile, attr)
         if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
             problems.append(Problem(f"{field}.{attr}", f"{value!r} is not a valid object name"))
@@ -230,6 +231,33 @@ def _lineage(spec: RunSpec, train_yaml: str) -> tuple[dict[str, str], dict[str, 
         if short(value):
             labels.setdefault(qualified, short(value))
     return labels, annotations
+
+
+def _clone_container(spec: RunSpec, profile: ClusterProfile) -> dict[str, Any]:
+    """The config repository at exactly the run's commit, so relative paths (dataset_dir: data) resolve as reviewed."""
+    git = "git"
+    mounts = [{"name": "repo", "mountPath": REPO_DIR}]
+    if profile.repo_credentials_secret:
+        # a Secret holding `.git-credentials` (https://user:token@host); the token never appears in the manifest
+        git = "git -c credential.helper='store --file=/etc/lfops-git/.git-credentials'"
+        mounts.append({"name": "git-credentials", "mountPath": "/etc/lfops-git", "readOnly": True})
+    script = (
+        f'{git} clone --quiet --no-checkout "$REPO_URL" "$REPO_DIR" '
+        '&& git -C "$REPO_DIR" checkout --quiet --detach "$COMMIT"'
+    )
+    env = [
+        {"name": "REPO_URL", "value": spec.repo_url},
+        {"name": "REPO_DIR", "value": REPO_DIR},
+        {"name": "COMMIT", "value": spec.commit},
+        {"name": "GIT_TERMINAL_PROMPT", "value": "0"},
+    ]
+    return {
+        "name": "clone",
+        "image": profile.clone_image,
+        "command": ["sh", "-c", script],
+        "env": env,
+        "volumeMounts": mounts,
+    }
 
 
 def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
@@ -308,7 +336,7 @@ def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
         "name": CONTAINER,
         "image": profile.image,
         "command": ["llamafactory-cli", "train", f"{CONFIG_DIR}/{CONFIG_KEY}"],
-        "workingDir": OUTPUTS_DIR,
+        "workingDir": REPO_DIR if profile.clone_image else OUTPUTS_DIR,
         "env": env,
         "volumeMounts": mounts,
     }
@@ -334,6 +362,12 @@ def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
         pod_spec["serviceAccountName"] = profile.service_account
     if profile.image_pull_secret:
         pod_spec["imagePullSecrets"] = [{"name": profile.image_pull_secret}]
+    if profile.clone_image:
+        pod_spec["initContainers"] = [_clone_container(spec, profile)]
+        volumes.append({"name": "repo", "emptyDir": {}})
+        mounts.append({"name": "repo", "mountPath": REPO_DIR})
+        if profile.repo_credentials_secret:
+            volumes.append({"name": "git-credentials", "secret": {"secretName": profile.repo_credentials_secret}})
     if nodes > 1:
         pod_spec["subdomain"] = name  # with an Indexed Job, pod i is <job>-<i>.<subdomain>
 

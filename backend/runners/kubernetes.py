@@ -270,6 +270,8 @@ class NamespaceWatcher:
                 return self
             token = self._token = threading.Event()
             for kind in self.KINDS:
+                if self.resource_versions[kind] is None:
+                    self._synced[kind].clear()  # readers wait for the (re)list before trusting the map
                 thread = threading.Thread(
                     target=self._run, args=(kind, token), name=f"lfops-watch-{kind}-{self.namespace}"
                 )
@@ -750,9 +752,17 @@ class KubernetesRunner(Runner):
             raise TimeoutError(f"run {external_id} still {status.state} after {timeout} s: {status.reason}")
         return watcher.status(name)  # type: ignore[return-value]
 
+    LOG_GRACE = 2.0  # seconds a followed log may still deliver after the run has finished
+
     def logs(self, external_id: str, follow: bool = False) -> Iterator[str]:
-        """Lines of the rank-0 pod's training container; with follow, waits for it to start and streams to the end."""
+        """Lines of the rank-0 pod's training container. With follow: wait for it to start, stream, and end once the
+        run has finished (kubelets end the stream themselves; this also ends one a node never closes)."""
         ns, name = km.parse_external_id(external_id)
+        return self._logs(ns, name, follow)
+
+    def _logs(self, ns: str, name: str, follow: bool) -> Iterator[str]:
+        import urllib3
+
         watcher = self.watcher(ns)
         watcher.wait_synced()
 
@@ -765,29 +775,46 @@ class KubernetesRunner(Runner):
             watcher.wait_for(lambda: started() is not None or self._finished(watcher, name), None)
         pod = started()
         if pod is None:
-            return iter(())
-        return self._stream_log(ns, pod["name"], follow)
-
-    @staticmethod
-    def _finished(watcher: NamespaceWatcher, name: str) -> bool:
-        status = watcher.status(name)
-        return status is not None and status.state.finished
-
-    def _stream_log(self, ns: str, pod: str, follow: bool) -> Iterator[str]:
-        with api_errors(f"read log of pod {ns}/{pod}", self.host):
+            return
+        with api_errors(f"read log of pod {ns}/{pod['name']}", self.host):
             resp = self._core().read_namespaced_pod_log(
-                pod,
+                pod["name"],
                 ns,
                 container=km.CONTAINER,
                 follow=follow,
                 _preload_content=False,
                 _request_timeout=(DEFAULT_TIMEOUT[0], None if follow else DEFAULT_TIMEOUT[1]),
             )
+        reader_done = threading.Event()
+        if follow:
+            threading.Thread(
+                target=self._close_when_finished, args=(watcher, name, resp, reader_done), daemon=True
+            ).start()
         try:
             for line in _lines(resp):
                 yield line.decode("utf-8", errors="replace")
+        except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # the closer cut it, or the network broke
+            if not self._finished(watcher, name):
+                raise ClusterUnreachable(f"cluster: log stream of pod {ns}/{pod['name']} broke: {exc}") from exc
         finally:
-            resp.release_conn()
+            reader_done.set()
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+
+    def _close_when_finished(
+        self, watcher: NamespaceWatcher, name: str, resp: Any, reader_done: threading.Event
+    ) -> None:
+        while not reader_done.is_set():
+            if watcher.wait_for(lambda: self._finished(watcher, name), 1.0):
+                if not reader_done.wait(self.LOG_GRACE):
+                    with contextlib.suppress(AttributeError, OSError):
+                        resp.connection.sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    @staticmethod
+    def _finished(watcher: NamespaceWatcher, name: str) -> bool:
+        status = watcher.status(name)
+        return status is not None and status.state.finished
 
     def cancel(self, external_id: str, reason: str = "cancelled") -> None:
         """Delete the Job; Foreground propagation removes its pods (and owned ConfigMap/Service) before the Job."""
