@@ -207,6 +207,59 @@ def cmd_webui(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, no_auth=args.no_auth, workspace=args.workspace)
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Cluster profiles (LFOPS_CLUSTER_PROFILES) and the Kubernetes objects a launch would create, for review."""
+    from backend.settings import Settings
+
+    settings = Settings.from_env(args.workspace)
+    if args.action == "profiles":
+        if not settings.cluster_profiles:
+            print("no cluster profiles configured (LFOPS_CLUSTER_PROFILES, see docs/cluster.md)")
+            return 0
+        from backend.runners.k8s_manifests import check_profile
+
+        bad = 0
+        for p in settings.cluster_profiles.values():
+            queue = f" queue={p.kueue_queue}" if p.kueue_queue else ""
+            print(f"{p.name:12} namespace={p.namespace} image={p.image} gpus/node={p.gpus_per_node}{queue}")
+            for problem in check_profile(p):
+                print(f"  error: {problem}")
+                bad += 1
+        return 1 if bad else 0
+    from sqlalchemy import func, select
+
+    from backend.config import parse_and_validate
+    from backend.runners.base import Resources, RunSpec
+    from backend.runners.kubernetes import KubernetesRunner
+    from backend.store.models import Run
+
+    ws = _workspace(args)
+    target = ws.runs.resolve(args.target, args.config)
+    raw = ws.repo.read(target.commit, target.config_path)
+    if raw is None:
+        raise LfopsError(f"config: {target.config_path} does not exist at commit {target.commit[:12]}")
+    with ws.store.session() as s:
+        next_id = (s.scalar(select(func.max(Run.id))) or 0) + 1  # the Job's name assumes the next run id
+    config, dataset_version = parse_and_validate(raw, ws.repo.files(target.commit), target.config_path)
+    resources = Resources(gpus_per_node=args.gpus, nodes=args.nodes, profile=args.profile or "")
+    lineage = {
+        "config_hash": config.config_hash(),
+        "dataset_version": dataset_version,
+        "change_request": str(target.change_request_id or ""),
+    }
+    spec = RunSpec(
+        next_id,
+        ws.repo.remote_url,
+        target.commit,
+        target.config_path,
+        config.training_yaml(),
+        resources,
+        lineage,
+    )
+    print(KubernetesRunner(settings).preview(spec), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lfops", description="Reviewed, traceable LLaMA-Factory fine-tuning.")
     parser.add_argument("--workspace", help="workspace directory (default: $LFOPS_WORKSPACE or ./.lfops)")
@@ -267,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--no-auth", action="store_true", help="no sign-in (refused unless the host is loopback)")
     p.set_defaults(func=cmd_webui)
+
+    p = sub.add_parser("cluster", help="Kubernetes: cluster profiles, and the manifests a launch would create")
+    ksub = p.add_subparsers(dest="action", required=True)
+    ksub.add_parser("profiles", help="the configured cluster profiles")
+    q = ksub.add_parser("preview", help="print the Job/ConfigMap/Service YAML of a launch, without launching")
+    q.add_argument("target", help="change request number (12 or #12) or commit id")
+    q.add_argument("--config", help="config path in the repository (default: the change request's)")
+    q.add_argument("--profile", help="cluster profile (default: the only one)")
+    q.add_argument("--gpus", type=int, default=0, help="GPUs per node (default: the profile's)")
+    q.add_argument("--nodes", type=int, default=1)
+    p.set_defaults(func=cmd_cluster)
 
     from backend import cli_runs  # launch, runs, registry, lineage, reproduce
 

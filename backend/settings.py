@@ -35,6 +35,24 @@ class ClusterProfile:
     repo_credentials_secret: str = ""  # Secret with key .git-credentials for cloning a private config repo
 
 
+def parse_cluster_profiles(raw: str) -> dict[str, ClusterProfile]:
+    """LFOPS_CLUSTER_PROFILES: a JSON object of name -> ClusterProfile fields; one-line errors name the profile."""
+    from backend.errors import LfopsError
+
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise LfopsError(f"LFOPS_CLUSTER_PROFILES: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise LfopsError("LFOPS_CLUSTER_PROFILES: must be a JSON object of profile name -> {field: value}")
+    known = set(ClusterProfile.__dataclass_fields__) - {"name"}
+    for name, spec in doc.items():
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise LfopsError(f"LFOPS_CLUSTER_PROFILES.{name}: unknown field {unknown[0]!r}")
+    return {name: ClusterProfile(name=name, **spec) for name, spec in doc.items()}
+
+
 @dataclass(frozen=True)
 class Settings:
     workspace: Path
@@ -71,8 +89,7 @@ class Settings:
         profiles = {}
         raw = env.get("LFOPS_CLUSTER_PROFILES", "")
         if raw:
-            for name, spec in json.loads(raw).items():
-                profiles[name] = ClusterProfile(name=name, **spec)
+            profiles = parse_cluster_profiles(raw)
         return cls(
             workspace=ws,
             database_url=env.get("LFOPS_DATABASE_URL") or f"sqlite:///{ws / 'lfops.db'}",
