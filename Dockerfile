@@ -32,8 +32,6 @@ COPY --from=build /opt/lfops /opt/lfops
 ENV PATH=/opt/lfops/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LFOPS_WORKSPACE=/workspace \
-    GRADIO_SERVER_NAME=0.0.0.0 \
-    GRADIO_SERVER_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HUB_DISABLE_TELEMETRY=1
 USER 10001:10001
@@ -43,4 +41,5 @@ EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--", "lfops"]
-CMD ["webui"]
+# Listen on all interfaces of the container; sign-in stays on (lfops refuses --no-auth off loopback).
+CMD ["webui", "--host", "0.0.0.0", "--port", "7860"]
