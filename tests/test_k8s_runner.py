@@ -108,6 +108,21 @@ def test_status_and_logs_reach_the_run_record_through_runs(k8s_ns, runner_for, e
     assert job.metadata.labels["lfops.io/change-request"] == str(cr)
 
 
+def test_cancel_through_runs_records_who_cancelled(k8s_ns, runner_for, env):
+    from backend.runs import Runs
+    from tests.runs_fixtures import approved_merge
+
+    runner = runner_for(pod_annotations={"lfops.test/run-duration": "600s"})
+    runs = Runs(env.ws.store, env.ws.repo, runner)
+    cr, _ = approved_merge(env, "k8s-cancel")
+    alice = env.actor("alice")
+    view = runs.launch(alice, cr, resources=Resources(gpus_per_node=1, profile="test"))
+    wait_until(lambda: runs.advance_run(view.id) and runs.get(alice, view.id).status == "running", 30, what="running")
+    done = runs.cancel(alice, view.id)
+    assert (done.status, done.reason) == ("cancelled", "cancelled by alice")
+    wait_until(lambda: not job_names(k8s_ns.cluster, k8s_ns.name), 30, what="Job deleted")
+
+
 def test_following_logs_waits_for_the_pod_and_ends_with_the_run(k8s_ns, runner_for):
     runner = runner_for(pod_annotations={"lfops.test/run-duration": "2s"})
     eid = runner.submit(make_spec(13))
