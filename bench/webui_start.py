@@ -1,8 +1,9 @@
 """Benchmark: the WebUI against plain LlamaBoard, and the time from Save to a commit on the branch.
 
-1. Cold start to the first page served (GET / answers 200) and resident memory of the whole process tree at that
-   moment: `lfops webui` versus `llamafactory-cli webui`, alternating, median of --starts runs each. For lfops also
-   the page a signed-in user gets (sign-in POST, then GET / with the session cookie).
+1. Cold start to the first page served (GET / answers 200), the CPU seconds spent until then (steady when other
+   work shares the machine, unlike wall-clock) and the resident memory of the whole process tree at that moment:
+   `lfops webui` versus `llamafactory-cli webui`, alternating, median of --starts runs each. For lfops also the
+   page a signed-in user gets (sign-in POST, then GET / with the session cookie).
 2. Save: the Save to repo handler (the same function the button calls) against `ChangeRequests.save` alone and
    against raw git in a working clone (switch -c, write, add, commit), interleaved, median of --saves each; then the
    Save button clicked in Chromium until the result shows and the branch is on origin (if Chromium is installed).
@@ -49,15 +50,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_rss(pid: int) -> int:
+def tree_usage(pid: int) -> tuple[int, float]:
+    """Resident bytes and CPU seconds (user + system, with finished children such as git) of a process tree.
+
+    CPU seconds barely change when other work shares the machine, unlike wall-clock start times."""
     proc = psutil.Process(pid)
-    total = 0
+    rss, cpu = 0, 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            rss += p.memory_info().rss
+            t = p.cpu_times()
+            cpu += t.user + t.system + t.children_user + t.children_system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return rss, cpu
 
 
 def wait_served(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -87,8 +93,8 @@ def signed_in_page(url: str, user: str, password: str) -> float:
     return time.perf_counter() - t
 
 
-def start_once(which: str, env: dict, cwd: Path) -> tuple[float, int, subprocess.Popen, str]:
-    """Start one server ("plain" LlamaBoard or "lfops") and wait for its first page; returns seconds and RSS."""
+def start_once(which: str, env: dict, cwd: Path) -> tuple[float, tuple[int, float], subprocess.Popen, str]:
+    """Start one server ("plain" LlamaBoard or "lfops") and wait for its first page: seconds, (RSS, CPU seconds)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     if which == "plain":  # LlamaBoard takes its address from the environment
@@ -102,7 +108,7 @@ def start_once(which: str, env: dict, cwd: Path) -> tuple[float, int, subprocess
     )
     wait_served(url, proc)
     elapsed = time.perf_counter() - t
-    return elapsed, tree_rss(proc.pid), proc, url
+    return elapsed, tree_usage(proc.pid), proc, url
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -118,12 +124,14 @@ def bench_starts(workspace: Path, passwords: dict[str, str], starts: int, tmp: P
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "LFOPS_WORKSPACE": str(workspace)}
     plain_dir = tmp / "plain"
     plain_dir.mkdir()
-    results: dict[str, dict[str, list[float]]] = {"plain": {"s": [], "rss": []}, "lfops": {"s": [], "rss": []}}
+    results: dict[str, dict[str, list[float]]] = {
+        which: {"s": [], "rss": [], "cpu": []} for which in ("plain", "lfops")
+    }
     signed: list[float] = []
     for i in range(starts):
         order = ("plain", "lfops") if i % 2 == 0 else ("lfops", "plain")
         for which in order:
-            elapsed, rss, proc, url = start_once(which, env, plain_dir if which == "plain" else tmp)
+            elapsed, (rss, cpu), proc, url = start_once(which, env, plain_dir if which == "plain" else tmp)
             try:
                 if which == "lfops":
                     signed.append(elapsed + signed_in_page(url, "alice", passwords["alice"]))
@@ -131,7 +139,8 @@ def bench_starts(workspace: Path, passwords: dict[str, str], starts: int, tmp: P
                 stop(proc)
             results[which]["s"].append(elapsed)
             results[which]["rss"].append(rss / 2**20)
-            print(f"  start {i + 1} {which:6} {elapsed:6.2f} s  {rss / 2**20:7.0f} MiB", flush=True)
+            results[which]["cpu"].append(cpu)
+            print(f"  start {i + 1} {which:6} {elapsed:6.2f} s  {cpu:6.2f} CPU s  {rss / 2**20:7.0f} MiB", flush=True)
     return {"results": results, "signed": signed}
 
 
@@ -219,7 +228,7 @@ def bench_browser_saves(
     from playwright.sync_api import expect, sync_playwright
 
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "LFOPS_WORKSPACE": str(workspace)}
-    _s, _rss, proc, url = start_once("lfops", env, tmp)
+    _s, _usage, proc, url = start_once("lfops", env, tmp)
     origin = str(workspace / "origin.git")
     times: list[float] = []
     previews: list[float] = []
@@ -296,10 +305,12 @@ def main() -> None:
     r = starts["results"]
     p_s, o_s = med(r["plain"]["s"]), med(r["lfops"]["s"])
     p_m, o_m = med(r["plain"]["rss"]), med(r["lfops"]["rss"])
+    p_c, o_c = med(r["plain"]["cpu"]), med(r["lfops"]["cpu"])
     print(f"\nStart to first page served and RSS of the process tree (median of {args.starts})\n")
     print("| | llamafactory-cli webui | lfops webui | ratio |")
     print("|---|---:|---:|---:|")
     print(f"| first page served (s) | {p_s:.2f} | {o_s:.2f} | {o_s / p_s:.2f}x |")
+    print(f"| CPU time to first page (s, user + system) | {p_c:.2f} | {o_c:.2f} | {o_c / p_c:.2f}x |")
     print(f"| resident memory (MiB) | {p_m:.0f} | {o_m:.0f} | {o_m / p_m:.2f}x |")
     print(
         f"| signed-in page (s, lfops: start + sign-in + page) | {p_s:.2f} | {med(starts['signed']):.2f} |"

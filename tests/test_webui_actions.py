@@ -229,11 +229,11 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     and the registered model's lineage is drawn."""
     review, train = web.app.review, web.app.train
     cr = cr_id_of(save(web, "alice", "to-launch"))
-    choices, button, reason = train.on_offer(request_for("alice"))
+    choices, button, reason = train.on_offer(None, request_for("alice"))
     assert cr not in [c[1] for c in choices["choices"]]
     review.on_approve(cr, "ok", request_for("rita"))
     review.on_merge(cr, "", request_for("rita"))
-    choices, button, reason = train.on_offer(request_for("alice"))
+    choices, button, reason = train.on_offer(None, request_for("alice"))
     assert choices["value"] == cr and button["interactive"] is True and reason == ""
     unmerged = cr_id_of(save(web, "alice", "not-reviewed"))
     assert "only merged change requests can be launched" in plain(train.on_launch(unmerged, request_for("alice")))

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from backend import audit
-from backend.auth import ACTIONS, require
+from backend.auth import ACTIONS, actor_by_name, require
 from backend.errors import LfopsError
 from backend.workspace import Workspace
 from webui import llamaboard as lb
@@ -44,8 +44,6 @@ class AppContext:
         """LlamaBoard's Chat and Export: authorised for the signed-in user and audited; a refusal is returned."""
         try:
             with self.ws.store.session() as s:
-                from backend.auth import actor_by_name
-
                 actor = require(actor_by_name(s, user) if user else None, GUARDED[action])
                 audit.record(s, actor, action, f"user:{actor.name}", **{k: str(v) for k, v in detail.items()})
         except LfopsError as exc:
@@ -53,6 +51,7 @@ class AppContext:
         return ""
 
     def on_load(self, request: gr.Request) -> list[Any]:
+        """Every page load: fresh data/ for LlamaBoard, who is signed in, and what their role is offered."""
         try:
             self.workdir.refresh_data()  # main may have moved (a merge from the CLI): LlamaBoard lists its datasets
         except LfopsError as exc:

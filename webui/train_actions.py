@@ -63,7 +63,11 @@ class TrainActions:
                     self.override_btn = gr.Button("Launch with override", variant="stop", scale=1)
         self.ctx.gate(self.save_btn, "config.save")
         self.ctx.gate(self.override_box, "run.override")
-        offer = dict(fn=self.on_offer, inputs=None, outputs=[self.launch_choice, self.launch_btn, self.launch_result])
+        offer = dict(
+            fn=self.on_offer,
+            inputs=[self.launch_choice],
+            outputs=[self.launch_choice, self.launch_btn, self.launch_result],
+        )
         self.ctx.on_tab_load(**offer)
         self.launch_choice.focus(**offer)
         self.launch_btn.click(
@@ -79,7 +83,7 @@ class TrainActions:
 
     # ---- Launch -------------------------------------------------------------------------------------------------
 
-    def on_offer(self, request: gr.Request) -> tuple[Any, Any, str]:
+    def on_offer(self, current: int | None, request: gr.Request) -> tuple[Any, Any, str]:
         """What this user may launch: merged change requests; the button stays off, with the reason, otherwise."""
         reason = ""
         choices: list[tuple[str, int]] = []
@@ -93,7 +97,8 @@ class TrainActions:
                 reason = "Nothing to launch yet: no change request has been approved and merged."
         except LfopsError as exc:
             reason = str(exc)
-        value = choices[0][1] if choices else None
+        ids = [c[1] for c in choices]
+        value = current if current in ids else (ids[0] if ids else None)
         return (
             gr.update(choices=choices, value=value),
             gr.update(interactive=not reason),
@@ -133,9 +138,7 @@ class TrainActions:
         try:
             actor = self.ctx.auth.actor(request)
             result, config, notes = self.save(actor, data, name, message)
-        except ValidationFailed as exc:
-            return error_md("Not saved", [str(p) for p in exc.problems]), gr.update(visible=False)
-        except lb.FormError as exc:
+        except (ValidationFailed, lb.FormError) as exc:
             return error_md("Not saved", [str(p) for p in exc.problems]), gr.update(visible=False)
         except LfopsError as exc:
             return error_md("Not saved", [str(exc)]), gr.update(visible=False)
