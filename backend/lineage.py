@@ -159,7 +159,7 @@ def model_views(s: Session, runs_condition: Any) -> list[ModelVersionView]:
         .where(runs_condition)
         .order_by(ModelVersion.name, ModelVersion.version)
     )
-    return [ModelVersionView(*row) for row in s.connection().execute(q)]
+    return [ModelVersionView(*row) for row in s.connection().execute(q).all()]
 
 
 def _change_request_query() -> Any:

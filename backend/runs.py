@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, select, type_coerce, update
+from sqlalchemy import String, Text, cast, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from backend import audit
@@ -141,9 +141,9 @@ _RUN_COLUMNS = (
     Run.override_reason,
     Run.reproduces_run_id,
     Run.final_loss,
-    # JSON read as text and decoded here: a config's params once per config, not once per run row
     type_coerce(Run.final_metrics, String),
-    type_coerce(Config.params, String),
+    # read as text (also from PostgreSQL, whose driver would decode it per row) and decoded once per config
+    cast(Config.params, Text),
     type_coerce(Run.resources, String),
     Run.run_dir,
     Run.created_at,
@@ -169,7 +169,7 @@ def run_views(s: Session, query: Any, params: dict[str, Any] | None = None) -> l
     """Execute a `runs_query()` (with its filters and order) and build the views."""
     params_by_config: dict[int, dict[str, Any]] = {}
     views = []
-    for row in s.connection().execute(query, params or {}):  # Core rows: no ORM result processing per row
+    for row in s.connection().execute(query, params or {}).all():  # Core rows, fetched at once
         (
             run_id, status, reason, backend, external_id, commit, path, config_hash, dataset_version, base_model,
             cr_id, submitter, override, reproduces, final_loss, final_metrics, params, resources, run_dir,
