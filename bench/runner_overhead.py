@@ -5,7 +5,7 @@ The lfops side is the whole path a user waits for: policy check, `git archive` o
 completion seen by the tracker (polled every 50 ms), final metrics stored and the model registered. The direct side
 is `llamafactory-cli train` started with subprocess.run on an already extracted checkout.
 
-    .venv/bin/python bench/runner_overhead.py [--repeats 3] [--max-samples 64]
+    .venv/bin/python bench/runner_overhead.py [--repeats 3] [--warmup 1] [--max-samples 64]
 """
 
 from __future__ import annotations
@@ -89,11 +89,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-samples", type=int, default=64, help="64: the example config's 16 steps")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each side first")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lfops-bench-runner-") as tmp:
         root = Path(tmp)
         ws, passwords, cr, commit = prepare(root, args.max_samples)
         alice = ws.login("alice", passwords["alice"])
+        for i in range(args.warmup):  # page cache, Python bytecode, dataset cache: warm for both sides alike
+            direct_once(ws, commit, root / f"warmup-{i}")
+            runner_once(ws, alice, cr)
         direct, through, launch, finish = [], [], [], []
         for i in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
             direct.append(direct_once(ws, commit, root / f"direct-{i}"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -14,6 +15,7 @@ import psutil
 import pytest
 from sqlalchemy import select
 
+from backend.cli import main as lfops
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied
 from backend.runners.base import RunSpec, RunState
 from backend.runners.local import LocalRunner, external_id_for
@@ -192,19 +194,47 @@ def test_runner_status_follows_pid_and_create_time(env, tmp_path):
         runner.status("../../etc")
 
 
-def test_failing_training_is_recorded_with_its_reason(renv):
-    """A config LLaMA-Factory rejects only at run time fails with the error line from its log."""
+def test_failing_training_is_recorded_with_its_reason_and_followed_from_the_cli(renv, tmp_path, capsys, monkeypatch):
+    """A config LLaMA-Factory rejects only at run time fails with the error line from its log; `lfops launch`,
+    `runs logs -f` (which follows until the end, with the monitor running) and `runs wait` show it."""
     env = renv
-    (env.ws.settings.models_dir / "broken").mkdir()  # a model directory without weights: validation passes
-    cr, _ = approved_merge(env, "broken-model", model_name_or_path=str(env.ws.settings.models_dir / "broken"))
-    alice = env.actor("alice")
-    view = env.ws.runs.launch(alice, cr)
-    view = env.ws.runs.wait(alice, view.id, timeout=120)
-    assert view.status == "failed"
-    assert view.reason.startswith("exit code 1: ")
-    assert "Error" in view.reason
+    broken = tmp_path / "broken-model"
+    broken.mkdir()  # a model directory without weights: validation passes, loading fails
+    cr, _ = approved_merge(env, "broken-model", model_name_or_path=str(broken))
+    monkeypatch.setenv("LFOPS_PASSWORD", env.passwords["alice"])
+    base = ["--workspace", str(env.ws.settings.workspace), "--user", "alice"]
+    assert lfops([*base, "launch", str(cr)]) == 0
+    out = capsys.readouterr().out
+    run_id = int(re.search(r"run #(\d+) \[running\]", out).group(1))
+    assert f"lfops runs logs {run_id} -f" in out
+    assert lfops([*base, "runs", "logs", str(run_id), "-f"]) == 0
+    assert "Error" in capsys.readouterr().out
+    assert lfops([*base, "runs", "wait", str(run_id)]) == 1
+    assert "reason: exit code 1: " in capsys.readouterr().out
+    view = env.ws.runs.get(env.actor("alice"), run_id)
+    assert view.status == "failed" and view.reason.startswith("exit code 1: ") and "Error" in view.reason
     assert view.finished_at is not None and view.final_loss is None
     assert env.ws.registry.for_run(view.id) is None
+
+
+def test_cli_launch_refusal_and_admin_override(renv, capsys, monkeypatch):
+    env = renv
+    saved = saved_unapproved(env, "cli-override")
+    base = ["--workspace", str(env.ws.settings.workspace)]
+    monkeypatch.setenv("LFOPS_PASSWORD", env.passwords["alice"])
+    before = snapshot(env)
+    assert lfops([*base, "--user", "alice", "launch", saved.commit]) == 2
+    assert "error: launch refused: commit" in capsys.readouterr().err
+    assert lfops([*base, "--user", "alice", "launch", saved.commit, "--override", "please"]) == 2
+    assert "error: alice (analyst) may not launch unapproved commits" in capsys.readouterr().err
+    assert snapshot(env) == before
+    monkeypatch.setenv("LFOPS_PASSWORD", env.passwords["admin"])
+    assert lfops([*base, "--user", "admin", "launch", saved.commit, "--override", "demo for the board"]) == 0
+    out = capsys.readouterr().out
+    run_id = re.search(r"run #(\d+)", out).group(1)
+    assert "launched by override: demo for the board" in out
+    assert lfops([*base, "--user", "admin", "runs", "cancel", run_id]) == 0
+    assert f"run #{run_id} [cancelled]" in capsys.readouterr().out
 
 
 def test_submit_is_idempotent(renv):
