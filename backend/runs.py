@@ -654,7 +654,7 @@ class Runs:
             audit.record(s, actor, "run.cancel", f"run:{run_id}")
         reason = f"cancelled by {actor.name}"
         if external_id:
-            self.runner.cancel(external_id, reason=reason)  # type: ignore[call-arg]
+            self.runner.cancel(external_id, reason=reason)
         for _ in range(100):  # the runner reports cancelled once the process tree is gone
             if self.advance_run(run_id).changed or not external_id:
                 break

@@ -11,6 +11,8 @@ is `llamafactory-cli train` started with subprocess.run on an already extracted 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,7 +61,7 @@ def direct_once(ws: Workspace, commit: str, work: Path) -> float:
     args["output_dir"] = str(work / "output")
     (work / "train.yaml").write_text(yamlio.dump(args))
     with open(work / "train.log", "wb") as log:
-        start = time.perf_counter()
+        cpu0, start = children_cpu(), time.perf_counter()
         subprocess.run(
             [str(llamafactory_cli()), "train", str(work / "train.yaml")],
             cwd=checkout,
@@ -67,22 +69,32 @@ def direct_once(ws: Workspace, commit: str, work: Path) -> float:
             stderr=subprocess.STDOUT,
             check=True,
         )
-        return time.perf_counter() - start
+        return time.perf_counter() - start, children_cpu() - cpu0
 
 
-def runner_once(ws: Workspace, actor, cr: int) -> tuple[float, float, float]:
-    """(total wall, launch call, end of training -> recorded) for one run through lfops."""
-    start = time.perf_counter()
+def children_cpu() -> float:
+    """CPU seconds of waited-for child processes (and theirs): less sensitive to a busy machine than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def runner_once(ws: Workspace, actor, cr: int) -> tuple[float, float, float, float]:
+    """(total wall, child CPU, launch call, end of training -> recorded) for one run through lfops.
+
+    The runner's detached child is still this process's child: the tracker reaps it, so its CPU time (and that of
+    `git archive`) lands in RUSAGE_CHILDREN too."""
+    cpu0, start = children_cpu(), time.perf_counter()
     view = ws.runs.launch(actor, cr)
     launched = time.perf_counter()
     view = ws.runs.wait(actor, view.id, poll=0.05)
     total = time.perf_counter() - start
     recorded_at = time.time()
+    cpu = children_cpu() - cpu0
     if view.status != "succeeded":
         raise SystemExit(f"run #{view.id} {view.status}: {view.reason}")
     exit_file = Path(view.output_dir).parent / "exit_code"
     ended = exit_file.stat().st_mtime  # the wrapper writes it the moment training exits
-    return total, launched - start, max(0.0, recorded_at - ended)
+    return total, cpu, launched - start, max(0.0, recorded_at - ended)
 
 
 def main() -> None:
@@ -98,23 +110,40 @@ def main() -> None:
         for i in range(args.warmup):  # page cache, Python bytecode, dataset cache: warm for both sides alike
             direct_once(ws, commit, root / f"warmup-{i}")
             runner_once(ws, alice, cr)
-        direct, through, launch, finish = [], [], [], []
+        direct, direct_cpu, through, through_cpu, launch, finish = [], [], [], [], [], []
         for i in range(args.repeats):  # interleaved, so drift in machine load hits both sides alike
-            direct.append(direct_once(ws, commit, root / f"direct-{i}"))
-            total, launch_s, finish_s = runner_once(ws, alice, cr)
+            wall, cpu = direct_once(ws, commit, root / f"direct-{i}")
+            direct.append(wall)
+            direct_cpu.append(cpu)
+            total, cpu, launch_s, finish_s = runner_once(ws, alice, cr)
             through.append(total)
+            through_cpu.append(cpu)
             launch.append(launch_s)
             finish.append(finish_s)
-            print(f"  repeat {i + 1}: direct {direct[-1]:.2f} s, lfops {through[-1]:.2f} s", flush=True)
-        d, r = statistics.median(direct), statistics.median(through)
+            print(
+                f"  repeat {i + 1}: direct {direct[-1]:.2f} s ({direct_cpu[-1]:.2f} s CPU), "
+                f"lfops {through[-1]:.2f} s ({through_cpu[-1]:.2f} s CPU)",
+                flush=True,
+            )
+        med = statistics.median
         print()
-        print(f"runner overhead, {args.repeats} repeats each, median wall seconds (max_samples={args.max_samples})")
-        print(f"{'path':44} {'median s':>9} {'min s':>7} {'max s':>7}")
-        print(f"{'llamafactory-cli train (direct)':44} {d:9.2f} {min(direct):7.2f} {max(direct):7.2f}")
-        print(f"{'lfops launch -> succeeded + registered':44} {r:9.2f} {min(through):7.2f} {max(through):7.2f}")
-        print(f"{'  of which launch() call (policy, checkout)':44} {statistics.median(launch):9.2f}")
-        print(f"{'  of which exit -> recorded and registered':44} {statistics.median(finish):9.2f}")
-        print(f"ratio lfops / direct: {r / d:.3f}  (target <= 1.05)")
+        print(f"runner overhead: {args.repeats} repeats each, {args.warmup} warm-up, max_samples={args.max_samples}")
+        print(f"{'path':44} {'wall s':>8} {'min':>7} {'max':>7} {'CPU s':>8}")
+        print(
+            f"{'llamafactory-cli train (direct)':44} {med(direct):8.2f} {min(direct):7.2f} {max(direct):7.2f} "
+            f"{med(direct_cpu):8.2f}"
+        )
+        print(
+            f"{'lfops launch -> succeeded + registered':44} {med(through):8.2f} {min(through):7.2f} "
+            f"{max(through):7.2f} {med(through_cpu):8.2f}"
+        )
+        print(f"{'  of which launch() call (policy, checkout)':44} {med(launch):8.2f}")
+        print(f"{'  of which exit -> recorded and registered':44} {med(finish):8.2f}")
+        print(
+            f"ratio lfops / direct: wall {med(through) / med(direct):.3f}, CPU {med(through_cpu) / med(direct_cpu):.3f}"
+            "  (target <= 1.05; load average now "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ class Runner(abc.ABC):
     def logs(self, external_id: str, follow: bool = False) -> Iterator[str]: ...
 
     @abc.abstractmethod
-    def cancel(self, external_id: str) -> None: ...
+    def cancel(self, external_id: str, reason: str = "cancelled") -> None:
+        """End the run and everything it started; `reason` is what its status reports afterwards."""
 
     def output_dir(self, external_id: str) -> str:
         """Where the run's LLaMA-Factory output_dir can be read on this machine ("" if it cannot, yet).
