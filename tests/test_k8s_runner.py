@@ -272,6 +272,7 @@ def test_a_dropped_watch_resumes_from_its_resource_version_without_missing_the_e
     wait_until(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
     relists = watcher.stats["relists"]
     watcher.stop()  # the connections go away while the run finishes
+    assert not watcher.alive
     with k8s_ns.cluster.client() as api:
         batch = client.BatchV1Api(api)
         wait_until(lambda: batch.read_namespaced_job("lfops-run-9", k8s_ns.name).status.succeeded, 30, what="done")

@@ -289,6 +289,11 @@ class NamespaceWatcher:
         for thread in threads:
             thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """Whether any watch thread still runs (after stop() none does: each blocked read is cut)."""
+        return any(thread.is_alive() for thread in self._threads.values())
+
     def reconnect(self) -> None:
         """Cut the current watch connections (as a network failure would); the threads resume from their versions."""
         with self._lock:
@@ -417,7 +422,13 @@ class NamespaceWatcher:
             _preload_content=False,
             _request_timeout=(DEFAULT_TIMEOUT[0], self.watch_seconds + 30),
         )
-        with self._lock:
+        with self._lock:  # stop()/reconnect() set the token or generation under this lock: no window is missed
+            if token.is_set() or generation != self._generation:
+                with contextlib.suppress(Exception):
+                    resp.connection.sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(Exception):
+                    resp.release_conn()
+                return True
             self._responses[kind] = resp
         try:
             for line in _lines(resp):
