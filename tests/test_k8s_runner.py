@@ -153,6 +153,20 @@ def test_too_many_gpus_stay_pending_with_the_reason_until_a_bigger_node_joins(k8
     assert watcher.stats["relists"] == 2  # one list per kind; everything else came from the watch
 
 
+def test_a_gpu_quota_keeps_the_run_pending_with_the_quota_message(k8s_ns, runner_for):
+    with k8s_ns.cluster.client() as api:
+        client.CoreV1Api(api).create_namespaced_resource_quota(
+            k8s_ns.name, {"metadata": {"name": "gpus"}, "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}}
+        )
+    runner = runner_for()
+    eid = runner.submit(make_spec(15, gpus=2))
+    # no pod can be created at all: the reason comes from the Job controller's warning event
+    wait_until(lambda: "exceeded quota" in runner.status(eid).reason, 30, what="quota reason")
+    status = runner.status(eid)
+    assert status.state == RunState.PENDING and status.reason.startswith("FailedCreate: ")
+    assert "requests.nvidia.com/gpu=2" in status.reason
+
+
 def test_several_nodes_get_an_indexed_job_with_torchrun_env_and_a_resolvable_master(k8s_ns, runner_for):
     runner = runner_for(pod_annotations={"lfops.test/run-duration": "3s"})
     eid = runner.submit(make_spec(3, nodes=2, gpus=8))
