@@ -71,6 +71,8 @@ def test_unquoted_exponent_float_is_a_number_as_in_llamafactory(repo):
         ({"dataset": "missing"}, "dataset: 'missing' is not defined in data/dataset_info.json"),
         ({"dataset_dir": "../elsewhere"}, "dataset_dir: must be a path inside the repository"),
         ({"lr_scheduler_type": "sideways"}, "LLaMA-Factory rejects it"),
+        ({"hf_hub_token": "hf_abc"}, "hf_hub_token: secrets never go into a config"),
+        ({"swanlab_api_key": "k"}, "swanlab_api_key: secrets never go into a config"),
     ],
 )
 def test_bad_values_name_the_key_and_the_reason(repo, change, expected):
