@@ -22,7 +22,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -214,27 +214,51 @@ def _json(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def make_runner(settings: Settings, repo: GitStore) -> Runner:
-    """The runner named by settings.runner; heavy backends are imported only when chosen."""
-    if settings.runner == "local":
+RUNNERS = ("local", "kubernetes")
+
+
+def make_runner(settings: Settings, repo: GitStore, name: str | None = None) -> Runner:
+    """The runner called `name` (default settings.runner); heavy backends are imported only when chosen."""
+    name = name or settings.runner
+    if name == "local":
         from backend.runners.local import LocalRunner
 
         return LocalRunner(settings.runs_dir, repo)
-    if settings.runner == "kubernetes":
+    if name == "kubernetes":
         from backend.runners import kubernetes
 
         return kubernetes.KubernetesRunner.from_settings(settings)  # type: ignore[attr-defined]
-    raise LfopsError(f"runner: {settings.runner!r} is not a runner (use local or kubernetes)")
+    raise LfopsError(f"runner: {name!r} is not a runner (use local or kubernetes)")
 
 
 class Runs:
-    def __init__(self, store: Store, repo: GitStore, runner: Runner, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        repo: GitStore,
+        runner: Runner,
+        registry: Registry | None = None,
+        other_runners: Callable[[str], Runner] | None = None,
+    ) -> None:
         self.store = store
         self.repo = repo
-        self.runner = runner
+        self.runner = runner  # the default: launches without a cluster profile go here
         self.registry = registry
+        self._other_runners = other_runners
+        self._runners: dict[str, Runner] = {runner.name: runner}
+        self._runners_lock = threading.Lock()
         self._monitor: RunMonitor | None = None
         self._monitor_lock = threading.Lock()
+
+    def runner_for(self, backend: str) -> Runner:
+        """The runner a run was launched on (each run row names its backend); made on first use."""
+        with self._runners_lock:
+            runner = self._runners.get(backend)
+            if runner is None:
+                if self._other_runners is None or backend not in RUNNERS:
+                    raise LfopsError(f"runner: {backend!r} is not configured in this app")
+                runner = self._runners[backend] = self._other_runners(backend)
+            return runner
 
     # ---- policy -------------------------------------------------------------------------------------------------
 
@@ -338,6 +362,7 @@ class Runs:
             raise NotFound(f"config: {resolved.config_path} does not exist at commit {resolved.commit[:12]}")
         config, dataset_version = cfgmod.parse_and_validate(raw, self.repo.files(resolved.commit), resolved.config_path)
         resources = resources or Resources()
+        runner = self.runner_for("kubernetes") if resources.profile else self.runner
         with self.store.session() as s:
             cfg_row = s.scalar(
                 select(Config).where(Config.commit == resolved.commit, Config.path == resolved.config_path)
@@ -357,7 +382,7 @@ class Runs:
                 s.flush()
             run = Run(
                 config_id=cfg_row.id,
-                backend=self.runner.name,
+                backend=runner.name,
                 status=RunState.QUEUED.value,
                 submitted_by_id=actor.id,
                 resources=dataclasses.asdict(resources),
@@ -396,7 +421,7 @@ class Runs:
             labels=labels,
         )
         try:
-            external_id = self.runner.submit(spec)
+            external_id = runner.submit(spec)
         except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the run must not stay queued
             reason = f"could not start: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
             self._finish(run_id, RunState.FAILED, reason, None)
@@ -404,7 +429,7 @@ class Runs:
         with self.store.session() as s:
             run = s.get(Run, run_id)
             run.external_id = external_id
-            run.run_dir = self.runner.output_dir(external_id)
+            run.run_dir = runner.output_dir(external_id)
         self.advance_run(run_id)
         return self.get(actor, run_id)
 
@@ -459,7 +484,7 @@ class Runs:
             run = s.get(Run, run_id)
             if run is None:
                 raise NotFound(f"run #{run_id} does not exist")
-            status, external_id, created_at = run.status, run.external_id, run.created_at
+            status, external_id, created_at, backend = run.status, run.external_id, run.created_at, run.backend
         if status not in ACTIVE:
             return progress
         if not external_id:
@@ -468,8 +493,9 @@ class Runs:
                     run_id, RunState.LOST, "never reached the runner (lfops stopped while launching)", None
                 )
             return progress
-        state = self.runner.status(external_id)
-        out = self.runner.output_dir(external_id)
+        runner = self.runner_for(backend)
+        state = runner.status(external_id)
+        out = runner.output_dir(external_id)
         progress.new_metrics = self._ingest(run_id, Path(out)) if out else 0
         if state.state.finished:
             progress.changed = self._finish(run_id, state.state, state.reason, Path(out) if out else None)
@@ -650,11 +676,11 @@ class Runs:
                 raise PermissionDenied(f"{actor.name} may not cancel run #{run_id} of {run.submitted_by.name}")
             if run.status not in ACTIVE:
                 raise Conflict(f"run #{run_id} is already {run.status}")
-            external_id = run.external_id
+            external_id, backend = run.external_id, run.backend
             audit.record(s, actor, "run.cancel", f"run:{run_id}")
         reason = f"cancelled by {actor.name}"
         if external_id:
-            self.runner.cancel(external_id, reason=reason)
+            self.runner_for(backend).cancel(external_id, reason=reason)
         for _ in range(100):  # the runner reports cancelled once the process tree is gone
             if self.advance_run(run_id).changed or not external_id:
                 break
@@ -730,7 +756,7 @@ class Runs:
         view = self.get(actor, run_id)
         if not view.external_id:
             return iter(())
-        return self.runner.logs(view.external_id, follow=follow)
+        return self.runner_for(view.backend).logs(view.external_id, follow=follow)
 
 
 class RunMonitor:

@@ -88,7 +88,13 @@ class Workspace:
     @cached_property
     def runs(self) -> Runs:
         """Launch policy and run tracking over the runner settings.runner names (local by default)."""
-        return Runs(self.store, self.repo, make_runner(self.settings, self.repo), self.registry)
+        return Runs(
+            self.store,
+            self.repo,
+            make_runner(self.settings, self.repo),
+            self.registry,
+            other_runners=lambda name: make_runner(self.settings, self.repo, name),
+        )
 
     @cached_property
     def lineage(self) -> Lineage:

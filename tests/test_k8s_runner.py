@@ -13,7 +13,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from backend.errors import Conflict, ValidationFailed
+from backend.errors import Conflict, LfopsError, ValidationFailed
 from backend.runners import k8s_manifests as km
 from backend.runners.base import Resources, RunSpec, RunState
 from backend.runners.kubernetes import ClusterUnreachable, KubernetesRunner
@@ -106,6 +106,26 @@ def test_status_and_logs_reach_the_run_record_through_runs(k8s_ns, runner_for, e
     assert job.metadata.annotations["lfops.io/commit"] == merge == done.commit
     assert job.metadata.annotations["lfops.io/config-hash"] == done.config_hash
     assert job.metadata.labels["lfops.io/change-request"] == str(cr)
+
+
+def test_the_local_app_launches_on_the_cluster_when_a_profile_is_chosen(k8s_ns, runner_for, env):
+    """The app's default runner stays local; a launch naming a cluster profile goes to Kubernetes, and tracking,
+    logs and cancel follow each run's own backend."""
+    from backend.runners.local import LocalRunner
+    from backend.runs import Runs
+    from tests.runs_fixtures import approved_merge
+
+    cluster = runner_for()
+    local = LocalRunner(env.ws.settings.runs_dir, env.ws.repo)
+    runs = Runs(env.ws.store, env.ws.repo, local, other_runners=lambda name: cluster)
+    cr, _merge = approved_merge(env, "k8s-by-profile")
+    alice = env.actor("alice")
+    view = runs.launch(alice, cr, resources=Resources(gpus_per_node=1, profile="test"))
+    assert view.backend == "kubernetes" and runs.runner is local
+    assert runs.wait(alice, view.id, timeout=60).status == "succeeded"
+    assert list(runs.logs(alice, view.id)) == TRAINING_LOG
+    with pytest.raises(LfopsError, match="'slurm' is not configured"):
+        runs.runner_for("slurm")
 
 
 def test_cancel_through_runs_records_who_cancelled(k8s_ns, runner_for, env):
