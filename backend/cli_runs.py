@@ -60,8 +60,19 @@ def _wait_and_report(ws: Any, actor: Any, run_id: int, timeout: float | None) ->
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from backend.runners.base import Resources
+
     ws, actor = _ws_actor(args)
-    view = ws.runs.launch(actor, args.target, config_path=args.config, override_reason=args.override)
+    if args.profile and args.profile not in ws.settings.cluster_profiles:
+        known = ", ".join(sorted(ws.settings.cluster_profiles)) or "none configured (LFOPS_CLUSTER_PROFILES)"
+        raise LfopsError(f"profile: {args.profile!r} is not a cluster profile; known: {known}")
+    gpus = args.gpus if args.gpus is not None else (1 if args.profile else 0)
+    if gpus < 0 or args.nodes < 1 or (args.nodes > 1 and not args.profile):
+        raise LfopsError("gpus/nodes: --gpus must be >= 0, --nodes >= 1, and several nodes need --profile")
+    resources = Resources(gpus_per_node=gpus, nodes=args.nodes, profile=args.profile or "")
+    view = ws.runs.launch(
+        actor, args.target, config_path=args.config, override_reason=args.override, resources=resources
+    )
     _print_run(view)
     print(f"  follow it: lfops runs logs {view.id} -f")
     if args.wait:
@@ -228,6 +239,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("target", help="change request number (12 or #12) or commit id")
     p.add_argument("--config", help="config path in the repository (default: the change request's)")
     p.add_argument("--override", metavar="REASON", help="admin only: launch without the approval policy, audited")
+    p.add_argument("--profile", help="run as a Kubernetes Job with this cluster profile (default: on this machine)")
+    p.add_argument("--gpus", type=int, help="GPUs per node (default: 1 on a cluster, none on this machine)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes on a cluster; more than 1 is a torchrun Indexed Job")
     p.add_argument("--wait", action="store_true", help="wait until the run ends; exit 1 unless it succeeded")
     p.add_argument("--timeout", type=float, help="seconds to wait at most")
     p.set_defaults(func=cmd_launch)

@@ -371,3 +371,29 @@ def test_manifests_pass_server_side_validation_of_kubernetes_1_36(k8s_ns, runner
         client.CoreV1Api(api).create_namespaced_config_map(k8s_ns.name, m.config_map, dry_run="All")
         client.CoreV1Api(api).create_namespaced_service(k8s_ns.name, m.service, dry_run="All")
     assert job_names(k8s_ns.cluster, k8s_ns.name) == []
+
+
+def test_cli_launch_with_a_profile_runs_on_the_cluster(k8s_ns, env, monkeypatch, capsys):
+    """`lfops launch CR --profile P --wait`, as an admin types it, with settings from the environment."""
+    import json
+
+    from backend.cli import main
+    from tests.runs_fixtures import approved_merge
+
+    cr, merge = approved_merge(env, "k8s-cli")
+    profiles = {"gpu": {"namespace": k8s_ns.name, "image": "lfops/train:test", "gpus_per_node": 1}}
+    monkeypatch.setenv("LFOPS_CLUSTER_PROFILES", json.dumps(profiles))
+    monkeypatch.setenv("LFOPS_KUBECONFIG", k8s_ns.cluster.kubeconfig)
+    monkeypatch.setenv("LFOPS_PASSWORD", env.passwords["alice"])
+    ws = str(env.ws.settings.workspace)
+    code = main(["--workspace", ws, "--user", "alice", "launch", str(cr), "--profile", "nope"])
+    assert code == 2 and "profile: 'nope' is not a cluster profile; known: gpu" in capsys.readouterr().err
+    code = main(
+        ["--workspace", ws, "--user", "alice", "launch", str(cr), "--profile", "gpu", "--wait", "--timeout", "90"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "succeeded" in out and "kubernetes" in out
+    with k8s_ns.cluster.client() as api:
+        jobs = client.BatchV1Api(api).list_namespaced_job(k8s_ns.name).items
+    assert [j.metadata.annotations["lfops.io/commit"] for j in jobs] == [merge]
