@@ -19,7 +19,7 @@ from backend.auth import Actor, require
 from backend.errors import LfopsError, NotFound
 from backend.registry import ModelVersionView, Registry
 from backend.registry import _view as model_view
-from backend.runs import RunView, commit_filter, run_views, runs_query
+from backend.runs import RunView, commit_filter, custom_plans, run_views, runs_query
 from backend.store import Store
 from backend.store.models import ChangeRequest, Config, Deployment, Metric, ModelVersion, Review, Run, User
 
@@ -271,6 +271,7 @@ class Lineage:
 
     def _derived(self, kind: str, key: str, condition: Any, limit: int) -> Derived:
         with self.store.session() as s:
+            custom_plans(s)
             columns = (Config.commit, Config.path, Config.config_hash, Config.dataset_version, Config.change_request_id)
             configs = [
                 dict(zip(("commit", "path", "config_hash", "dataset_version", "change_request"), row, strict=True))
@@ -320,6 +321,7 @@ class Lineage:
             q = q.where(Run.status == status)
         q = q.order_by(Run.final_loss.is_(None), Run.final_loss, Run.id).limit(limit)
         with self.store.session() as s:
+            custom_plans(s)
             return run_views(s, q)
 
     def compare(

@@ -276,3 +276,23 @@ def test_monitor_thread_starts_once_and_stops(renv):
     runs.stop_monitor()
     time.sleep(0.1)
     assert not m1.alive
+
+
+def test_policy_and_run_queries_on_sqlite_and_postgresql(any_db_env):
+    """The refusal leaves both databases as they were; the run list and lineage reads work on both (PostgreSQL
+    plans them per value: see runs.custom_plans)."""
+    env = any_db_env
+    alice = env.actor("alice")
+    cr, commit = approved_merge(env, "both-dbs")
+    saved = saved_unapproved(env, "both-dbs-draft")
+    before = snapshot(env)
+    with pytest.raises(PermissionDenied, match="launch refused"):
+        env.ws.runs.launch(alice, saved.commit)
+    assert snapshot(env) == before
+    assert env.ws.runs.list(alice, commit=commit[:10], status="running", config="both-dbs") == []
+    derived = env.ws.lineage.from_commit(alice, commit)
+    assert [c["path"] for c in derived.configs] == ["configs/both-dbs.yaml"] and derived.runs == []
+    with env.ws.store.session() as s:
+        version = s.scalar(select(Config.dataset_version).where(Config.commit == commit))
+    assert env.ws.lineage.from_dataset_version(alice, version).configs
+    assert env.ws.lineage.runs_of_config(alice, "0" * 64) == []
