@@ -226,37 +226,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 print(f"  error: {problem}")
                 bad += 1
         return 1 if bad else 0
-    from sqlalchemy import func, select
-
-    from backend.config import parse_and_validate
-    from backend.runners.base import Resources, RunSpec
-    from backend.runners.kubernetes import KubernetesRunner
-    from backend.store.models import Run
+    from backend.runners.base import Resources
 
     ws = _workspace(args)
-    target = ws.runs.resolve(args.target, args.config)
-    raw = ws.repo.read(target.commit, target.config_path)
-    if raw is None:
-        raise LfopsError(f"config: {target.config_path} does not exist at commit {target.commit[:12]}")
-    with ws.store.session() as s:
-        next_id = (s.scalar(select(func.max(Run.id))) or 0) + 1  # the Job's name assumes the next run id
-    config, dataset_version = parse_and_validate(raw, ws.repo.files(target.commit), target.config_path)
     resources = Resources(gpus_per_node=args.gpus, nodes=args.nodes, profile=args.profile or "")
-    lineage = {
-        "config_hash": config.config_hash(),
-        "dataset_version": dataset_version,
-        "change_request": str(target.change_request_id or ""),
-    }
-    spec = RunSpec(
-        next_id,
-        ws.repo.remote_url,
-        target.commit,
-        target.config_path,
-        config.training_yaml(),
-        resources,
-        lineage,
-    )
-    print(KubernetesRunner(settings).preview(spec), end="")
+    print(ws.runs.preview(args.target, args.config, resources), end="")
     return 0
 
 

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, cast, select, text, update
+from sqlalchemy import Text, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
 from backend import audit
@@ -440,6 +440,34 @@ class Runs:
             run.run_dir = runner.output_dir(external_id)
         self.advance_run(run_id)
         return self.get(actor, run_id)
+
+    def preview(self, target: int | str, config_path: str | None = None, resources: Resources | None = None) -> str:
+        """The Kubernetes objects launching `target` with `resources` would create, for review (no API call).
+
+        Like `lfops log`, it only reads the config repository, so it needs no user; the WebUI still requires sign-in.
+        """
+        resolved = self.resolve(target, config_path)
+        raw = self.repo.read(resolved.commit, resolved.config_path)
+        if raw is None:
+            raise NotFound(f"config: {resolved.config_path} does not exist at commit {resolved.commit[:12]}")
+        config, dataset_version = cfgmod.parse_and_validate(raw, self.repo.files(resolved.commit), resolved.config_path)
+        with self.store.session() as s:
+            next_id = (s.scalar(select(func.max(Run.id))) or 0) + 1  # the Job's name assumes the next run id
+        labels = {
+            "config_hash": config.config_hash(),
+            "dataset_version": dataset_version,
+            "change_request": str(resolved.change_request_id or ""),
+        }
+        spec = RunSpec(
+            next_id,
+            self.repo.remote_url,
+            resolved.commit,
+            resolved.config_path,
+            config.training_yaml(),
+            resources or Resources(gpus_per_node=1),
+            labels,
+        )
+        return self.runner_for("kubernetes").preview(spec)  # type: ignore[attr-defined]
 
     def reproduce(self, actor: Actor, model: str, override_reason: str | None = None) -> RunView:
         """Launch the exact commit and config that trained a registered model again (the policy applies again)."""

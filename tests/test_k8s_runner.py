@@ -397,3 +397,40 @@ def test_cli_launch_with_a_profile_runs_on_the_cluster(k8s_ns, env, monkeypatch,
     with k8s_ns.cluster.client() as api:
         jobs = client.BatchV1Api(api).list_namespaced_job(k8s_ns.name).items
     assert [j.metadata.annotations["lfops.io/commit"] for j in jobs] == [merge]
+
+
+def test_webui_launch_offers_cluster_profiles_previews_and_launches(k8s_ns, template_workspace, tmp_path):
+    """The Train tab's Launch: the admin's cluster profiles are offered, the objects are shown for review, and the
+    launch runs as a Job on the real control plane."""
+    import dataclasses
+    import os
+
+    from tests.conftest import make_env
+    from tests.runs_fixtures import approved_merge
+    from tests.webui_fixtures import build_in_process, plain, request_for
+
+    env = make_env(template_workspace, tmp_path / "ws")
+    settings = dataclasses.replace(
+        env.ws.settings, kubeconfig=k8s_ns.cluster.kubeconfig, cluster_profiles={"gpu": k8s_ns.profile(name="gpu")}
+    )
+    env.ws.settings = settings
+    cwd = os.getcwd()
+    try:
+        web = build_in_process(env)
+        train = web.app.train
+        cr, merge = approved_merge(env, "webui-k8s")
+        alice = request_for("alice")
+        manifest, message = train.on_preview(cr, "gpu", 2, 2, alice)
+        assert message == "" and manifest["visible"] is True
+        assert "completionMode: Indexed" in manifest["value"] and f"lfops.io/commit: {merge}" in manifest["value"]
+        _, message = train.on_preview(cr, "", 1, 1, alice)
+        assert "choose a cluster profile" in plain(message)
+        assert "GPUs per node must be 0 or more" in plain(train.on_launch(cr, "gpu", -1, 1, request=alice))
+        result = train.on_launch(cr, "gpu", 1, 1, request=alice)
+        assert result.startswith("**Run #") and "kubernetes" in result, result
+        run_id = int(result.split("#")[1].split()[0])
+        done = env.ws.runs.wait(env.actor("alice"), run_id, timeout=60)
+        assert done.status == "succeeded" and done.backend == "kubernetes"
+    finally:
+        os.chdir(cwd)
+        env.ws.store.dispose()

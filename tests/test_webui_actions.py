@@ -236,11 +236,13 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     choices, button, reason = train.on_offer(None, request_for("alice"))
     assert choices["value"] == cr and button["interactive"] is True and reason == ""
     unmerged = cr_id_of(save(web, "alice", "not-reviewed"))
-    assert "only merged change requests can be launched" in plain(train.on_launch(unmerged, request_for("alice")))
+    assert "only merged change requests can be launched" in plain(
+        train.on_launch(unmerged, request=request_for("alice"))
+    )
 
     web.env.ws.runs.start_monitor(0.5)
-    first = train.on_launch(cr, request_for("alice"))
-    second = train.on_launch(cr, request_for("bob"))
+    first = train.on_launch(cr, request=request_for("alice"))
+    second = train.on_launch(cr, request=request_for("bob"))
     assert first.startswith("**Run #") and second.startswith("**Run #"), (first, second)
     runs = web.app.runs
 

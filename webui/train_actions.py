@@ -10,12 +10,26 @@ from backend.config import TrainConfig
 from backend.errors import LfopsError, ValidationFailed
 from backend.gitstore import check_name
 from backend.review import SaveResult
+from backend.runners.base import Resources
 from webui import llamaboard as lb
 from webui.render import error_md, md_code, md_text
 
 if TYPE_CHECKING:
     from backend.auth import Actor
     from webui.app import AppContext
+
+
+LOCAL = "this machine (local runner)"
+
+
+def _resources(profile: str | None, gpus: float | None, nodes: float | None) -> Resources:
+    """The launch form's Where/GPUs/Nodes; on this machine GPUs and nodes do not apply."""
+    if not profile:
+        return Resources()
+    gpus, nodes = int(gpus if gpus is not None else 1), int(nodes if nodes is not None else 1)
+    if gpus < 0 or nodes < 1:
+        raise LfopsError("GPUs per node must be 0 or more and nodes 1 or more")
+    return Resources(gpus_per_node=gpus, nodes=nodes, profile=profile)
 
 
 class TrainActions:
@@ -52,7 +66,20 @@ class TrainActions:
                     label="Approved and merged change request", choices=[], scale=4, elem_id="lfops-launch-choice"
                 )
                 self.launch_btn = gr.Button("Launch", interactive=False, scale=1, elem_id="lfops-launch-btn")
+            profiles = sorted(self.ctx.ws.settings.cluster_profiles)
+            with gr.Row(equal_height=True, visible=bool(profiles)):
+                self.launch_where = gr.Dropdown(
+                    label="Where",
+                    choices=[(LOCAL, "")] + [(f"cluster: {p}", p) for p in profiles],
+                    value="",
+                    scale=2,
+                    elem_id="lfops-launch-where",
+                )
+                self.launch_gpus = gr.Number(label="GPUs per node", value=1, precision=0, minimum=0, scale=1)
+                self.launch_nodes = gr.Number(label="Nodes", value=1, precision=0, minimum=1, scale=1)
+                self.preview_btn = gr.Button("Preview Kubernetes objects", scale=1, elem_id="lfops-launch-preview")
             self.launch_result = gr.Markdown(elem_id="lfops-launch-result")
+            self.manifest = gr.Code(label="What the launch creates", language="yaml", visible=False)
             with gr.Accordion(
                 "Admin: launch a commit outside the approval policy (audited)", open=False, elem_id="lfops-override"
             ) as self.override_box:
@@ -70,8 +97,12 @@ class TrainActions:
         )
         self.ctx.on_tab_load(**offer)
         self.launch_choice.focus(**offer)
+        where = [self.launch_where, self.launch_gpus, self.launch_nodes]
         self.launch_btn.click(
-            self.on_launch, [self.launch_choice], [self.launch_result], concurrency_limit=4, api_name="launch"
+            self.on_launch, [self.launch_choice, *where], [self.launch_result], concurrency_limit=4, api_name="launch"
+        )
+        self.preview_btn.click(
+            self.on_preview, [self.launch_choice, *where], [self.manifest, self.launch_result], api_name="preview"
         )
         self.override_btn.click(
             self.on_override,
@@ -105,10 +136,31 @@ class TrainActions:
             md_text(reason) if reason else "",
         )
 
-    def on_launch(self, cr_id: int | None, request: gr.Request) -> str:
+    def on_launch(
+        self, cr_id: int | None, profile: str = "", gpus: float = 1, nodes: float = 1, request: gr.Request = None
+    ) -> str:
         if not cr_id:
             return error_md("Not launched", ["change request: choose an approved, merged one"])
-        return self._launch(request, int(cr_id))
+        try:
+            resources = _resources(profile, gpus, nodes)
+        except LfopsError as exc:
+            return error_md("Not launched", [str(exc)])
+        return self._launch(request, int(cr_id), resources=resources)
+
+    def on_preview(
+        self, cr_id: int | None, profile: str, gpus: float, nodes: float, request: gr.Request
+    ) -> tuple[Any, str]:
+        """The Job (and ConfigMap, Service) a cluster launch would create, shown for review before launching."""
+        try:
+            self.ctx.auth.actor(request)
+            if not cr_id:
+                raise LfopsError("change request: choose an approved, merged one")
+            if not profile:
+                raise LfopsError("where: choose a cluster profile to preview its Kubernetes objects")
+            text = self.ctx.ws.runs.preview(int(cr_id), resources=_resources(profile, gpus, nodes))
+        except LfopsError as exc:
+            return gr.update(visible=False), error_md("No preview", [str(exc)])
+        return gr.update(value=text, visible=True), ""
 
     def on_override(self, target: str, config_path: str, reason: str, request: gr.Request) -> str:
         """An admin's launch without the approval policy: the backend checks the role and the reason, and audits."""
@@ -117,11 +169,20 @@ class TrainActions:
         return self._launch(request, target.strip(), (config_path or "").strip() or None, reason or "")
 
     def _launch(
-        self, request: gr.Request, target: int | str, config_path: str | None = None, override: str | None = None
+        self,
+        request: gr.Request,
+        target: int | str,
+        config_path: str | None = None,
+        override: str | None = None,
+        resources: Resources | None = None,
     ) -> str:
         try:
             run = self.ctx.ws.runs.launch(
-                self.ctx.auth.actor(request), target, config_path=config_path, override_reason=override
+                self.ctx.auth.actor(request),
+                target,
+                config_path=config_path,
+                override_reason=override,
+                resources=resources,
             )
         except LfopsError as exc:
             return error_md("Not launched", [str(exc)])
