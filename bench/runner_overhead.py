@@ -31,6 +31,8 @@ from backend.runners.local import llamafactory_cli  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.workspace import Workspace  # noqa: E402
 
+POLL_S = float(os.environ.get("LFOPS_BENCH_POLL_S", "0.05"))
+
 
 def prepare(root: Path, max_samples: int) -> tuple[Workspace, dict, int, str]:
     ws = Workspace(Settings.from_env(root / "ws"))
@@ -86,7 +88,7 @@ def runner_once(ws: Workspace, actor, cr: int) -> tuple[float, float, float, flo
     cpu0, start = children_cpu(), time.perf_counter()
     view = ws.runs.launch(actor, cr)
     launched = time.perf_counter()
-    view = ws.runs.wait(actor, view.id, poll=0.05)
+    view = ws.runs.wait(actor, view.id, poll=POLL_S)
     total = time.perf_counter() - start
     recorded_at = time.time()
     cpu = children_cpu() - cpu0
