@@ -176,11 +176,21 @@ class LocalRunner(Runner):
         except FileNotFoundError:
             return None
 
-    def _reap(self, external_id: str) -> None:
+    def _reap(self, external_id: str, wait_s: float = 0.0) -> None:
         with self._lock:
             proc = self._children.get(external_id)
-            if proc is not None and proc.poll() is not None:
-                del self._children[external_id]
+        if proc is None:
+            return
+        if wait_s:
+            try:
+                proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                return
+        else:
+            proc.poll()
+        if proc.returncode is not None:
+            with self._lock:
+                self._children.pop(external_id, None)
 
     def is_alive(self, external_id: str) -> bool:
         """True while the recorded process (same pid and same create time, not a zombie) still exists."""
@@ -195,8 +205,9 @@ class LocalRunner(Runner):
         info = self.process_info(external_id)
         if info is None:
             return RunStatus(RunState.QUEUED, "", external_id)
-        self._reap(external_id)
         code = _read_exit_code(run_dir / "exit_code")
+        # With the exit code written the wrapper is exiting: reap it now (no zombie, its CPU time accounted).
+        self._reap(external_id, wait_s=2.0 if code is not None else 0.0)
         cancelled = _read_text(run_dir / "cancelled")
         if code == 0:
             return RunStatus(RunState.SUCCEEDED, "", external_id)
