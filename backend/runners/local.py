@@ -264,11 +264,19 @@ class LocalRunner(Runner):
         if _read_exit_code(run_dir / "exit_code") is not None:
             return  # already ended on its own
         _write_atomic(run_dir / "cancelled", reason)
+        # Every process ever seen stays a target until it is gone: one that is exiting may no longer be found
+        # through its parent or its environment, but it is not gone yet.
+        seen: dict[int, psutil.Process] = {}
+
+        def live() -> list[psutil.Process]:
+            seen.update({p.pid: p for p in self.processes(external_id)})
+            return [p for p in seen.values() if _live(p)]
+
         for sig, wait_s in ((signal.SIGTERM, self.cancel_grace_s), (signal.SIGKILL, 5.0)):
-            procs = self.processes(external_id)
-            if not procs:
+            targets = live()
+            if not targets:
                 return
-            for proc in procs:
+            for proc in targets:
                 try:
                     proc.send_signal(sig)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -276,7 +284,7 @@ class LocalRunner(Runner):
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
                 self._reap(external_id)
-                if not self.processes(external_id):
+                if not live():
                     return
                 time.sleep(0.1)
 
