@@ -133,13 +133,19 @@ class GitStore:
 
     # ---- plumbing ----------------------------------------------------------------------------------------------
 
+    def _proc(
+        self, args: list[str], *, env: dict | None = None, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """One `git` call in the mirror: never prompts for credentials, messages in English for matching."""
+        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+        return subprocess.run(
+            ["git", "-C", str(self.mirror_dir), *args], input=input, capture_output=True, env=full_env
+        )
+
     def _run(
         self, args: list[str], *, env: dict | None = None, input: bytes | None = None, check: bool = True
     ) -> bytes:
-        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-        proc = subprocess.run(
-            ["git", "-C", str(self.mirror_dir), *args], input=input, capture_output=True, env=full_env
-        )
+        proc = self._proc(args, env=env, input=input)
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
             raise GitFailure(f"git {args[0]} failed: {redact(err.splitlines()[-1] if err else 'no output')}")
@@ -247,13 +253,7 @@ class GitStore:
         return entries
 
     def is_ancestor(self, commit: str, ref: str) -> bool:
-        proc = subprocess.run(
-            ["git", "-C", str(self.mirror_dir), "merge-base", "--is-ancestor", commit, ref], capture_output=True
-        )
-        return proc.returncode == 0
-
-    def commit_message(self, commit: str) -> str:
-        return self.git("log", "-1", "--format=%B", commit)
+        return self._proc(["merge-base", "--is-ancestor", commit, ref]).returncode == 0
 
     # ---- writing ------------------------------------------------------------------------------------------------
 
@@ -298,31 +298,17 @@ class GitStore:
 
     def merge_commit(self, main: str, head: str, message: str, identity: Identity) -> str:
         """A merge commit of `head` into `main`, made without a working copy; a conflict raises and writes no ref."""
-        proc = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(self.mirror_dir),
-                "merge-tree",
-                "--write-tree",
-                "--name-only",
-                "--no-messages",
-                main,
-                head,
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "LC_ALL": "C"},
-        )
+        proc = self._proc(["merge-tree", "--write-tree", "--name-only", "--no-messages", main, head])
+        out = proc.stdout.decode(errors="replace")
         if proc.returncode == 1:
-            files = [f for f in proc.stdout.splitlines()[1:] if f]
+            files = [f for f in out.splitlines()[1:] if f]
             raise Conflict(
                 f"merge conflict with {self.main} in {', '.join(files) or 'the config'}: "
                 "update the change request's branch first"
             )
         if proc.returncode != 0:
-            raise GitFailure(f"git merge-tree failed: {proc.stderr.strip()}")
-        tree = proc.stdout.splitlines()[0].strip()
+            raise GitFailure(f"git merge-tree failed: {proc.stderr.decode(errors='replace').strip()}")
+        tree = out.splitlines()[0].strip()
         return self.git(
             "commit-tree", tree, "-p", main, "-p", head, "-F", "-", env=identity.env(), input=message
         ).strip()
@@ -330,24 +316,9 @@ class GitStore:
     def push(self, commit: str, branch: str, expect: str | None) -> None:
         """Point origin's `branch` at `commit` only if it is now at `expect` (None: only if it does not exist)."""
         lease = f"--force-with-lease=refs/heads/{branch}:{expect or ''}"
-        proc = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(self.mirror_dir),
-                "push",
-                "--porcelain",
-                "--quiet",
-                lease,
-                "origin",
-                f"{commit}:refs/heads/{branch}",
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
-        )
+        proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
         if proc.returncode != 0:
-            text = redact((proc.stdout + proc.stderr).strip())
+            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
             if "stale info" in text or "fetch first" in text or "already exists" in text:
                 if expect is None:
                     raise Conflict(f"branch {branch!r} already exists on origin; choose another name")
@@ -356,23 +327,11 @@ class GitStore:
             raise GitFailure(f"push of {branch!r} to origin was rejected: {last[-1] if last else 'no output'}")
 
     def delete_branch(self, branch: str, expect: str) -> None:
-        proc = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(self.mirror_dir),
-                "push",
-                "--quiet",
-                f"--force-with-lease=refs/heads/{branch}:{expect}",
-                "origin",
-                f":refs/heads/{branch}",
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-        )
+        lease = f"--force-with-lease=refs/heads/{branch}:{expect}"
+        proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
         if proc.returncode != 0:
-            raise GitFailure(f"could not delete branch {branch!r} on origin: {redact(proc.stderr.strip())}")
+            err = redact(proc.stderr.decode(errors="replace").strip())
+            raise GitFailure(f"could not delete branch {branch!r} on origin: {err}")
         with self._locked():
             self.git("update-ref", "-d", f"refs/remotes/origin/{branch}", check=False)
 

@@ -324,18 +324,18 @@ class ChangeRequests:
         if not approvers:
             raise Conflict(f"change request #{cr_id} has no approval for its current head commit")
         self.store.check()
+        with self.store.session() as s:
+            approver_lines = sorted(
+                {
+                    f"{r.reviewer.name} <{r.reviewer.email}>"
+                    for r in _get(s, cr_id).reviews
+                    if r.decision == "approved" and r.head_commit == view.head_commit
+                }
+            )
         for _attempt in range(3):  # main may move between our read and our push: rebuild the merge then
             main = self.repo.sync_main()
             if self.repo.is_ancestor(view.head_commit, main):
                 raise Conflict(f"change request #{cr_id}'s commit is already on {self.repo.main}")
-            with self.store.session() as s:
-                approver_lines = sorted(
-                    {
-                        f"{r.reviewer.name} <{r.reviewer.email}>"
-                        for r in _get(s, cr_id).reviews
-                        if r.decision == "approved" and r.head_commit == view.head_commit
-                    }
-                )
             message = (
                 f"Merge change request #{cr_id}: {view.title}\n\n"
                 + trailers(
