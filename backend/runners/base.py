@@ -11,6 +11,8 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from backend.errors import TimedOut
+
 
 class RunState(enum.StrEnum):
     QUEUED = "queued"
@@ -91,5 +93,5 @@ class Runner(abc.ABC):
             if status.state.finished:
                 return status
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {external_id} still {status.state} after {timeout} s")
+                raise TimedOut(f"run {external_id} still {status.state} after {timeout} s")
             time.sleep(poll)

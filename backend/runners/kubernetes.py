@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from backend.errors import Conflict, LfopsError, Problem, ValidationFailed
+from backend.errors import ClusterError, ClusterUnreachable, Conflict, LfopsError, Problem, TimedOut, ValidationFailed
 from backend.runners import k8s_manifests as km
 from backend.runners.base import Runner, RunSpec, RunState, RunStatus
 from backend.settings import ClusterProfile, Settings
@@ -38,14 +38,6 @@ except ImportError:  # pragma: no cover - the plain parser is fine, just slower
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds for each API call
 WATCH_SECONDS = 240  # server-side watch timeout; the watch then resumes from its resourceVersion
 Listener = Callable[[str, RunStatus], None]
-
-
-class ClusterUnreachable(LfopsError):
-    """The API server could not be reached; nothing was half-done that a retry would duplicate."""
-
-
-class ClusterError(LfopsError):
-    """The API server refused a request (forbidden, invalid, conflict)."""
 
 
 def make_api_client(kubeconfig: str = "", context: str = "") -> Any:
@@ -760,7 +752,7 @@ class KubernetesRunner(Runner):
             status = self.status(external_id)
             if status.state.finished:
                 return status
-            raise TimeoutError(f"run {external_id} still {status.state} after {timeout} s: {status.reason}")
+            raise TimedOut(f"run {external_id} still {status.state} after {timeout} s: {status.reason}")
         return watcher.status(name)  # type: ignore[return-value]
 
     LOG_GRACE = 2.0  # seconds a followed log may still deliver after the run has finished
