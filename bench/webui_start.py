@@ -143,8 +143,9 @@ def bench_saves(workspace: Path, passwords: dict[str, str], saves: int, tmp: Pat
     from backend.settings import Settings
     from backend.workspace import Workspace
     from webui import llamaboard as lb
-    from webui.app import AppContext, build_app
+    from webui.app import build_app
     from webui.auth import Authenticator
+    from webui.context import AppContext
     from webui.workdir import Workdir
 
     ws = Workspace(Settings.from_env(workspace))

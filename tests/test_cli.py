@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import os
 import re
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
+from backend.cli import build_parser, main
+from backend.cli.main import COMMAND_GROUP, plugin_commands
+from webui import cli as webui_cli
+
 LFOPS = str(Path(sys.executable).parent / "lfops")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
@@ -111,3 +120,141 @@ def test_validate_for_ci(tmp_path):
         f"{repo}/configs/bad.yaml: learning_rate: must be a number (got '5e-5')",
         f"{repo}/configs/bad.yaml: dataset: 'x' is not defined in data/dataset_info.json",
     ]
+
+
+# ---- the parser: command groups, the WebUI's command as an entry point, import direction -------------------------
+
+# Every command and option `lfops --help` showed before the CLI became a package (new ones may be added).
+COMMANDS_AND_OPTIONS = {
+    "": ["--workspace", "--user"],
+    "init": ["--no-demo-users"],
+    "validate": ["paths", "--repo-root"],
+    "save": ["file", "--name", "--message", "--branch"],
+    "review list": ["--status", "--author"],
+    "review show": ["id"],
+    "review approve": ["id", "--comment"],
+    "review request-changes": ["id", "--comment"],
+    "review merge": ["id"],
+    "review close": ["id"],
+    "user add": ["name", "--role", "--email", "--password-stdin"],
+    "config diff": ["old", "new"],
+    "log": ["path", "--limit"],
+    "webui": ["--host", "--port", "--no-auth"],
+    "cluster profiles": [],
+    "cluster preview": ["target", "--config", "--profile", "--gpus", "--nodes"],
+    "launch": ["target", "--config", "--override", "--profile", "--gpus", "--nodes", "--wait", "--timeout"],
+    "runs list": [
+        "--status",
+        "--commit",
+        "--config",
+        "--config-hash",
+        "--dataset-version",
+        "--submitted-by",
+        "--change-request",
+        "--limit",
+    ],
+    "runs show": ["id"],
+    "runs cancel": ["id"],
+    "runs logs": ["id", "--follow"],
+    "runs wait": ["id", "--timeout"],
+    "runs compare": ["ids"],
+    "registry list": ["name"],
+    "registry show": ["model"],
+    "registry verify": ["model"],
+    "registry export": ["model"],
+    "registry push": ["model", "--repo"],
+    "lineage": ["term"],
+    "reproduce": ["model", "--override", "--wait", "--timeout"],
+}
+TOP_LEVEL_ORDER = [
+    "init", "validate", "save", "review", "user", "config", "log", "webui",
+    "cluster", "launch", "runs", "registry", "lineage", "reproduce",
+]  # fmt: skip
+
+
+def _commands(parser: argparse.ArgumentParser, path: str = "") -> dict[str, list[str]]:
+    found = {path: []}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _commands(sub, f"{path} {name}".strip())
+        elif not isinstance(action, argparse._HelpAction):
+            found[path].append(action.option_strings[-1] if action.option_strings else action.dest)
+    return found
+
+
+def test_every_command_and_option_is_still_there_in_the_same_order():
+    parser = build_parser(plugins=[webui_cli.register])
+    commands = _commands(parser)
+    for command, options in COMMANDS_AND_OPTIONS.items():
+        assert command in commands, f"lfops {command} is gone"
+        assert [o for o in commands[command] if o in options] == options, command
+    listed = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert [name for name in listed if name in TOP_LEVEL_ORDER] == TOP_LEVEL_ORDER
+
+
+def test_the_webui_registers_a_working_webui_command(tmp_path, capsys):
+    """`webui.cli.register` adds `lfops webui`, and the command reaches the WebUI's server: it refuses to serve a
+    network address without sign-in before anything starts."""
+    args = build_parser(plugins=[webui_cli.register]).parse_args(["webui", "--port", "7999"])
+    assert args.func is webui_cli.cmd_webui and (args.host, args.port, args.no_auth) == ("127.0.0.1", 7999, False)
+    code = main(["--workspace", str(tmp_path / "ws"), "webui", "--host", "10.1.2.3", "--no-auth"], [webui_cli.register])
+    assert code == 2
+    assert "error: host: 10.1.2.3 is reachable from other machines" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()  # refused before the workspace was created
+
+
+def test_pyproject_declares_the_webui_command_as_an_entry_point():
+    """What `pip install` writes into the package metadata resolves to the WebUI's `register`."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][COMMAND_GROUP]
+    found = [EntryPoint(name, value, COMMAND_GROUP) for name, value in declared.items()]
+    assert plugin_commands(found) == [webui_cli.register]
+    assert "webui" not in _commands(build_parser(plugins=[]))  # it comes only from the entry point
+
+
+def test_a_command_group_that_cannot_be_imported_is_left_out_with_a_warning(capsys):
+    found = [
+        EntryPoint("webui", "webui.cli:register", COMMAND_GROUP),
+        EntryPoint("broken", "lfops_no_such_module:register", COMMAND_GROUP),
+    ]
+    assert plugin_commands(found) == [webui_cli.register]
+    assert "warning: command broken (lfops_no_such_module:register) not available" in capsys.readouterr().err
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Modules `path` imports (at the top or inside functions), absolute names."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_backend_never_imports_webui_and_the_cli_has_no_import_cycle():
+    modules = {}
+    for path in (ROOT / "backend").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        modules[name] = _imports(path, package)
+        assert not any(i == "webui" or i.startswith("webui.") for i in modules[name]), f"{name} imports webui"
+    cli = {
+        name: {i for i in imports if i in modules and i.startswith("backend.cli.")}
+        for name, imports in modules.items()
+        if name.startswith("backend.cli.")
+    }
+    done: set[str] = set()
+
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        assert name not in stack, "import cycle: " + " -> ".join((*stack, name))
+        if name not in done:
+            for imported in cli.get(name, ()):
+                visit(imported, (*stack, name))
+            done.add(name)
+
+    for name in cli:
+        visit(name, ())

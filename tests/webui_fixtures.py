@@ -65,7 +65,7 @@ class InProcess:
 
     env: object  # tests.conftest.Env
     app: object  # webui.app.WebApp
-    ctx: object  # webui.app.AppContext
+    ctx: object  # webui.context.AppContext
 
     @property
     def board(self):
@@ -74,8 +74,9 @@ class InProcess:
 
 def build_in_process(env) -> InProcess:
     """Build the app as `lfops webui` does, with the current directory already in the workspace's llamaboard/."""
-    from webui.app import AppContext, build_app
+    from webui.app import build_app
     from webui.auth import Authenticator
+    from webui.context import AppContext
     from webui.workdir import Workdir
 
     workdir = Workdir(env.ws)

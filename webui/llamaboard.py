@@ -43,7 +43,8 @@ from llamafactory.webui.components import train as lb_train
 from llamafactory.webui.engine import Engine
 from llamafactory.webui.runner import Runner
 
-from backend.errors import Problem
+from backend.errors import Problem, ValidationFailed
+from webui.errors import invalid, shows_errors
 
 PINNED_VERSION = "0.9.5"
 LLAMABOARD_CSS: str = lb_css.CSS
@@ -80,12 +81,8 @@ _REQUIRED = {  # LlamaBoard's own checks in Runner._initialize, and the field ea
 }
 
 
-class FormError(ValueError):
-    """The Train form cannot be turned into training arguments; `problems` name the fields."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
+class FormError(ValidationFailed):
+    """The Train form cannot be turned into training arguments; `problems` name the fields (by LlamaBoard's ids)."""
 
 
 def check_version() -> None:
@@ -139,31 +136,31 @@ class ReviewedRunner(Runner):
     def _preset_path(self, config_path: str) -> str:
         name = str(config_path or "")
         if not _PLAIN_FILE_RE.match(name) or ".." in name:
-            raise ValueError(f"config path: {name!r} must be a plain file name (letters, digits, '.', '_', '-')")
+            raise invalid("config path", f"{name!r} must be a plain file name (letters, digits, '.', '_', '-')")
         return os.path.join(_user_dir(lb_common.DEFAULT_CONFIG_DIR), name)
 
+    def _in_output_box(self, message: str, warn: bool = False) -> dict:
+        """LlamaBoard's way to answer: the message in the Train tab's output box (and as a warning)."""
+        if warn:
+            gr.Warning(message)
+        return {self.manager.get_elem_by_id("train.output_box"): message}
+
+    @shows_errors(lambda lines, self, **_: self._in_output_box("; ".join(lines), warn=True))
     def save_args(self, data: dict) -> dict:
-        output_box = self.manager.get_elem_by_id("train.output_box")
         error = self._initialize(data, do_train=True, from_preview=True)
-        try:
-            path = "" if error else self._preset_path(data[self.manager.get_elem_by_id("train.config_path")])
-        except ValueError as exc:
-            error = str(exc)
         if error:
-            gr.Warning(error)
-            return {output_box: error}
+            return self._in_output_box(error, warn=True)
+        path = self._preset_path(data[self.manager.get_elem_by_id("train.config_path")])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         lb_common.save_args(path, self._build_config_dict(data))
-        return {output_box: f"Form saved as your preset {os.path.basename(path)}"}
+        return self._in_output_box(f"Form saved as your preset {os.path.basename(path)}")
 
+    @shows_errors(lambda lines, self, **_: self._in_output_box("; ".join(lines)))
     def load_args(self, lang: str, config_path: str) -> dict:
         output_box = self.manager.get_elem_by_id("train.output_box")
-        try:
-            config = lb_common.load_args(self._preset_path(config_path))
-        except ValueError as exc:
-            return {output_box: str(exc)}
+        config = lb_common.load_args(self._preset_path(config_path))
         if not isinstance(config, dict):
-            return {output_box: f"config path: you have no preset named {config_path!r}"}
+            raise invalid("config path", f"you have no preset named {config_path!r}")
         out: dict = {output_box: f"Preset {config_path} loaded"}
         for elem_id, value in config.items():
             try:

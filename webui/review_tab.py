@@ -3,20 +3,25 @@ validation and reviews; approve, request changes, merge and close, offered by ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from backend.errors import LfopsError
 from backend.review import STATUSES, ChangeRequestDetail
-from webui.render import diff_html, error_md, md_code, md_text, value_text
+from webui.context import AppContext
+from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.render import diff_html, md_code, md_text, value_text
 
 if TYPE_CHECKING:
-    from webui.app import AppContext
+    from backend.auth import Actor
+    from backend.review import ChangeRequestView
 
 LIST_HEADERS = ["#", "status", "author", "config", "title", "updated"]
 PARAM_HEADERS = ["parameter", "before", "after", "change"]
 _CHANGE_ORDER = {"changed": 0, "added": 1, "removed": 2, "unchanged": 3}
+# The outputs of `on_show` after its header, when there is no change request to show.
+_EMPTY_DETAIL = ("#### Hyperparameters", [], "", "", "")
 
 
 class ReviewTab:
@@ -104,16 +109,13 @@ class ReviewTab:
 
     # ---- handlers -----------------------------------------------------------------------------------------------
 
+    @shows_errors(as_warning([]))
     def on_list(self, status: str, author: str, request: gr.Request) -> list[list[Any]]:
-        try:
-            views = self.ctx.ws.changes.list(
-                self.ctx.auth.actor(request),
-                status=None if status in ("", "all", None) else status,
-                author=(author or "").strip() or None,
-            )
-        except LfopsError as exc:
-            gr.Warning(str(exc))
-            return []
+        views = self.ctx.ws.changes.list(
+            self.ctx.auth.actor(request),
+            status=None if status in ("", "all", None) else status,
+            author=(author or "").strip() or None,
+        )
         return [[v.id, v.status, v.author, v.config_path, v.title, f"{v.updated_at:%Y-%m-%d %H:%M}"] for v in views]
 
     @staticmethod
@@ -124,14 +126,11 @@ class ReviewTab:
         except (AttributeError, IndexError, ValueError, TypeError):
             return gr.update()
 
+    @shows_errors(as_message(lambda cr_id, **_: f"Change request #{int(cr_id)}", *_EMPTY_DETAIL))
     def on_show(self, cr_id: float | None, show_all: bool, request: gr.Request) -> tuple:
-        empty = ("", "#### Hyperparameters", [], "", "", "")
         if not cr_id:
-            return ("Choose a change request from the list, or type its number.", *empty[1:])
-        try:
-            detail = self.ctx.ws.changes.show(self.ctx.auth.actor(request), int(cr_id))
-        except LfopsError as exc:
-            return (error_md(f"Change request #{int(cr_id)}", [str(exc)]), *empty[1:])
+            return ("Choose a change request from the list, or type its number.", *_EMPTY_DETAIL)
+        detail = self.ctx.ws.changes.show(self.ctx.auth.actor(request), int(cr_id))
         return self.render(detail, show_all)
 
     @staticmethod
@@ -167,28 +166,30 @@ class ReviewTab:
             reviews = "**Reviews:** none yet"
         return "\n\n".join(lines), title, table, diff_html(detail.yaml_diff), validation, reviews
 
-    def _act(self, verb: str, cr_id: float | None, request: gr.Request, call: Any) -> str:
+    def _act(
+        self, verb: str, cr_id: float | None, request: gr.Request, call: Callable[[Actor, int], ChangeRequestView]
+    ) -> str:
         if not cr_id:
-            return error_md(f"Not {verb}", ["change request: choose one first"])
-        try:
-            view = call(self.ctx.auth.actor(request), int(cr_id))
-        except LfopsError as exc:
-            return error_md(f"Not {verb}", [str(exc)])
+            raise invalid("change request", "choose one first")
+        view = call(self.ctx.auth.actor(request), int(cr_id))
         return f"**#{view.id} {verb}** — now {view.status.replace('_', ' ')}"
 
+    @shows_errors(as_message("Not approved"))
     def on_approve(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
         changes = self.ctx.ws.changes
         return self._act("approved", cr_id, request, lambda a, i: changes.approve(a, i, comment or ""))
 
+    @shows_errors(as_message("Not sent back"))
     def on_request_changes(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
         changes = self.ctx.ws.changes
         return self._act("sent back", cr_id, request, lambda a, i: changes.request_changes(a, i, comment or ""))
 
+    @shows_errors(as_message("Not merged"))
     def on_merge(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
         message = self._act("merged", cr_id, request, self.ctx.ws.changes.merge)
-        if message.startswith("**#"):
-            self.ctx.workdir.refresh_data()  # a merge may change data/: LlamaBoard's dataset list follows main
+        self.ctx.refresh_data()  # a merge may change data/: LlamaBoard's dataset list follows main
         return message
 
+    @shows_errors(as_message("Not closed"))
     def on_close(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
         return self._act("closed", cr_id, request, self.ctx.ws.changes.close)

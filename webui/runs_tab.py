@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
-from backend.errors import LfopsError
 from backend.runners.base import RunState
+from webui.context import AppContext
+from webui.errors import as_message, as_warning, invalid, shows_errors
 from webui.plots import curves_figure, lineage_figure
-from webui.render import error_md, md_code, md_text
+from webui.render import md_code, md_text
 
 if TYPE_CHECKING:
     from backend.runs import RunView
-    from webui.app import AppContext
 
 RUN_HEADERS = ["#", "status", "config", "commit", "change request", "submitted by", "final loss", "started", "seconds"]
 CURVE_KEYS = ("loss", "eval_loss")
@@ -29,6 +29,12 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _compare_failed(lines: list[str], **_arguments: Any) -> tuple[pd.DataFrame, None]:
+    """A comparison that cannot be made: a warning, and the reasons in the table."""
+    gr.Warning("; ".join(lines))
+    return pd.DataFrame({"problem": lines}), None
 
 
 class RunsTab:
@@ -104,17 +110,14 @@ class RunsTab:
 
     # ---- runs ---------------------------------------------------------------------------------------------------
 
+    @shows_errors(as_warning([]))
     def on_list(self, status: str, config: str, submitter: str, request: gr.Request) -> list[list[Any]]:
-        try:
-            runs = self.ctx.ws.runs.list(
-                self.ctx.auth.actor(request),
-                status=None if status in (None, "", "all") else status,
-                config=(config or "").strip() or None,
-                submitted_by=(submitter or "").strip() or None,
-            )
-        except LfopsError as exc:
-            gr.Warning(str(exc))
-            return []
+        runs = self.ctx.ws.runs.list(
+            self.ctx.auth.actor(request),
+            status=None if status in (None, "", "all") else status,
+            config=(config or "").strip() or None,
+            submitted_by=(submitter or "").strip() or None,
+        )
         return [self._row(r) for r in runs]
 
     @staticmethod
@@ -140,15 +143,13 @@ class RunsTab:
         except (AttributeError, IndexError, ValueError, TypeError):
             return gr.update()
 
+    @shows_errors(as_message(lambda run_id, **_: f"Run #{int(run_id)}", None))
     def on_show(self, run_id: float | None, request: gr.Request) -> tuple[str, Any]:
         if not run_id:
             return "Choose a run from the list, or type its number.", None
-        try:
-            actor = self.ctx.auth.actor(request)
-            run = self.ctx.ws.runs.get(actor, int(run_id))
-            curves = self.ctx.ws.runs.metrics(actor, int(run_id), keys=CURVE_KEYS)
-        except LfopsError as exc:
-            return error_md(f"Run #{int(run_id)}", [str(exc)]), None
+        actor = self.ctx.auth.actor(request)
+        run = self.ctx.ws.runs.get(actor, int(run_id))
+        curves = self.ctx.ws.runs.metrics(actor, int(run_id), keys=CURVE_KEYS)
         lines = [
             f"### Run #{run.id} — {run.status}" + (f": {md_text(run.reason)}" if run.reason else ""),
             f"config {md_code(run.config_path)} at commit {md_code(run.commit[:12])}"
@@ -163,24 +164,19 @@ class RunsTab:
             lines.append("final: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(run.final_metrics.items())))
         return "\n\n".join(lines), curves_figure(curves, f"run #{run.id}")
 
+    @shows_errors(as_message("Not cancelled"))
     def on_cancel(self, run_id: float | None, request: gr.Request) -> str:
         if not run_id:
-            return error_md("Not cancelled", ["run: choose one first"])
-        try:
-            run = self.ctx.ws.runs.cancel(self.ctx.auth.actor(request), int(run_id))
-        except LfopsError as exc:
-            return error_md("Not cancelled", [str(exc)])
+            raise invalid("run", "choose one first")
+        run = self.ctx.ws.runs.cancel(self.ctx.auth.actor(request), int(run_id))
         return f"**Run #{run.id} {run.status}**"
 
     # ---- comparison ---------------------------------------------------------------------------------------------
 
+    @shows_errors(_compare_failed)
     def on_compare(self, ids_text: str, request: gr.Request) -> tuple[Any, Any]:
-        try:
-            ids = [int(x) for x in re.findall(r"\d+", ids_text or "")]
-            comparison = self.ctx.ws.lineage.compare(self.ctx.auth.actor(request), ids, keys=("loss",))
-        except LfopsError as exc:
-            gr.Warning(str(exc))
-            return pd.DataFrame({"problem": [str(exc)]}), None
+        ids = [int(x) for x in re.findall(r"\d+", ids_text or "")]
+        comparison = self.ctx.ws.lineage.compare(self.ctx.auth.actor(request), ids, keys=("loss",))
         columns = {"parameter": [p.key for p in comparison.differing]}
         for i, run in enumerate(comparison.runs):
             columns[f"run #{run.id}"] = [_fmt(p.values[i]) for p in comparison.differing]
@@ -193,22 +189,18 @@ class RunsTab:
 
     # ---- lineage ------------------------------------------------------------------------------------------------
 
+    @shows_errors(lambda lines, **_: gr.update())  # a list to choose from: nothing to say when it cannot be had
     def on_models(self, request: gr.Request) -> Any:
-        try:
-            versions = self.ctx.ws.registry.list(self.ctx.auth.actor(request))
-        except LfopsError:
-            return gr.update()
+        versions = self.ctx.ws.registry.list(self.ctx.auth.actor(request))
         return gr.update(choices=[v.ref for v in versions])
 
+    @shows_errors(as_message("Lineage", None))
     def on_lineage(self, term: str, request: gr.Request) -> tuple[str, Any]:
         from backend.lineage import Derived, graph
 
         if not (term or "").strip():
             return "Choose a model, or type a commit or a dataset version.", None
-        try:
-            found = self.ctx.ws.lineage.lookup(self.ctx.auth.actor(request), term)
-        except LfopsError as exc:
-            return error_md("Lineage", [str(exc)]), None
+        found = self.ctx.ws.lineage.lookup(self.ctx.auth.actor(request), term)
         if isinstance(found, Derived):
             lines = [f"### What came from {found.kind.replace('_', ' ')} {md_code(found.key[:19])}"]
             lines += [f"- config {md_code(c['path'])} at {md_code(c['commit'][:12])}" for c in found.configs]

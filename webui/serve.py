@@ -29,7 +29,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
             print(f"  {name:8} {role:9} {password}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls to outside hosts
 
-    from webui.app import AppContext, build_app
+    from webui.app import build_app
+    from webui.context import AppContext
     from webui.workdir import Workdir
 
     workdir = Workdir(ws)

@@ -12,11 +12,12 @@ from backend.gitstore import check_name
 from backend.review import SaveResult
 from backend.runners.base import Resources
 from webui import llamaboard as lb
+from webui.context import AppContext
+from webui.errors import as_message, invalid, shows_errors
 from webui.render import error_md, md_code, md_text
 
 if TYPE_CHECKING:
     from backend.auth import Actor
-    from webui.app import AppContext
 
 
 LOCAL = "this machine (local runner)"
@@ -116,18 +117,7 @@ class TrainActions:
 
     def on_offer(self, current: int | None, request: gr.Request) -> tuple[Any, Any, str]:
         """What this user may launch: merged change requests; the button stays off, with the reason, otherwise."""
-        reason = ""
-        choices: list[tuple[str, int]] = []
-        try:
-            actor = self.ctx.auth.actor(request)
-            merged = self.ctx.ws.changes.list(actor, status="merged")
-            choices = [(f"#{v.id} {v.config_path} (merge {v.merged_commit[:10]}) {v.title}", v.id) for v in merged]
-            if not actor.can("run.launch"):
-                reason = "Your role may not launch runs."
-            elif not choices:
-                reason = "Nothing to launch yet: no change request has been approved and merged."
-        except LfopsError as exc:
-            reason = str(exc)
+        choices, reason = self._offer(request)
         ids = [c[1] for c in choices]
         value = current if current in ids else (ids[0] if ids else None)
         return (
@@ -136,36 +126,44 @@ class TrainActions:
             md_text(reason) if reason else "",
         )
 
+    @shows_errors(lambda lines, **_: ([], "; ".join(lines)))
+    def _offer(self, request: gr.Request) -> tuple[list[tuple[str, int]], str]:
+        """The merged change requests, and why the user cannot launch ("" when they can)."""
+        actor = self.ctx.auth.actor(request)
+        merged = self.ctx.ws.changes.list(actor, status="merged")
+        choices = [(f"#{v.id} {v.config_path} (merge {v.merged_commit[:10]}) {v.title}", v.id) for v in merged]
+        if not actor.can("run.launch"):
+            return choices, "Your role may not launch runs."
+        if not choices:
+            return choices, "Nothing to launch yet: no change request has been approved and merged."
+        return choices, ""
+
+    @shows_errors(as_message("Not launched"))
     def on_launch(
         self, cr_id: int | None, profile: str = "", gpus: float = 1, nodes: float = 1, request: gr.Request = None
     ) -> str:
         if not cr_id:
-            return error_md("Not launched", ["change request: choose an approved, merged one"])
-        try:
-            resources = _resources(profile, gpus, nodes)
-        except LfopsError as exc:
-            return error_md("Not launched", [str(exc)])
-        return self._launch(request, int(cr_id), resources=resources)
+            raise invalid("change request", "choose an approved, merged one")
+        return self._launch(request, int(cr_id), resources=_resources(profile, gpus, nodes))
 
+    @shows_errors(lambda lines, **_: (gr.update(visible=False), error_md("No preview", lines)))
     def on_preview(
         self, cr_id: int | None, profile: str, gpus: float, nodes: float, request: gr.Request
     ) -> tuple[Any, str]:
         """The Job (and ConfigMap, Service) a cluster launch would create, shown for review before launching."""
-        try:
-            self.ctx.auth.actor(request)
-            if not cr_id:
-                raise LfopsError("change request: choose an approved, merged one")
-            if not profile:
-                raise LfopsError("where: choose a cluster profile to preview its Kubernetes objects")
-            text = self.ctx.ws.runs.preview(int(cr_id), resources=_resources(profile, gpus, nodes))
-        except LfopsError as exc:
-            return gr.update(visible=False), error_md("No preview", [str(exc)])
+        self.ctx.auth.actor(request)
+        if not cr_id:
+            raise invalid("change request", "choose an approved, merged one")
+        if not profile:
+            raise invalid("where", "choose a cluster profile to preview its Kubernetes objects")
+        text = self.ctx.ws.runs.preview(int(cr_id), resources=_resources(profile, gpus, nodes))
         return gr.update(value=text, visible=True), ""
 
+    @shows_errors(as_message("Not launched"))
     def on_override(self, target: str, config_path: str, reason: str, request: gr.Request) -> str:
         """An admin's launch without the approval policy: the backend checks the role and the reason, and audits."""
         if not (target or "").strip():
-            return error_md("Not launched", ["target: give a commit or a change request number"])
+            raise invalid("target", "give a commit or a change request number")
         return self._launch(request, target.strip(), (config_path or "").strip() or None, reason or "")
 
     def _launch(
@@ -176,16 +174,13 @@ class TrainActions:
         override: str | None = None,
         resources: Resources | None = None,
     ) -> str:
-        try:
-            run = self.ctx.ws.runs.launch(
-                self.ctx.auth.actor(request),
-                target,
-                config_path=config_path,
-                override_reason=override,
-                resources=resources,
-            )
-        except LfopsError as exc:
-            return error_md("Not launched", [str(exc)])
+        run = self.ctx.ws.runs.launch(
+            self.ctx.auth.actor(request),
+            target,
+            config_path=config_path,
+            override_reason=override,
+            resources=resources,
+        )
         return (
             f"**Run #{run.id} {run.status}** on the {md_text(run.backend)} runner: {md_code(run.config_path)} at "
             f"commit {md_code(run.commit[:12])}. Follow it in Runs & lineage."
@@ -193,16 +188,12 @@ class TrainActions:
 
     # ---- Save ---------------------------------------------------------------------------------------------------
 
+    @shows_errors(as_message("Not saved", gr.update(visible=False)))
     def on_save(self, data: dict, request: gr.Request) -> tuple[str, Any]:
         name = str(data.get(self.name) or "").strip()
         message = str(data.get(self.message) or "").strip()
-        try:
-            actor = self.ctx.auth.actor(request)
-            result, config, notes = self.save(actor, data, name, message)
-        except (ValidationFailed, lb.FormError) as exc:
-            return error_md("Not saved", [str(p) for p in exc.problems]), gr.update(visible=False)
-        except LfopsError as exc:
-            return error_md("Not saved", [str(exc)]), gr.update(visible=False)
+        actor = self.ctx.auth.actor(request)
+        result, config, notes = self.save(actor, data, name, message)
         lines = [
             f"**Saved: change request #{result.change_request}** — a reviewer approves and merges it in the "
             "Review tab.",
@@ -220,10 +211,10 @@ class TrainActions:
         """The form, read as LlamaBoard reads it, saved as configs/<name>.yaml on a new branch with a change request."""
         assert self.board is not None
         if not name:
-            raise LfopsError("config name: give the config a name (it becomes configs/<name>.yaml)")
+            raise invalid("config name", "give the config a name (it becomes configs/<name>.yaml)")
         check_name(name, "config name")
         if not message:
-            raise LfopsError("message: say what changes and why")
+            raise invalid("message", "say what changes and why")
         converted = lb.repo_args(self.board, data, name, self.ctx.workdir.root)
         if converted.problems:
             raise ValidationFailed(converted.problems)

@@ -1,31 +1,24 @@
-"""`lfops launch | runs | registry | lineage | reproduce`: the run, registry and lineage commands of the CLI.
+"""`lfops launch | reproduce | runs`: start training runs and follow them.
 
-Kept beside backend/cli.py (which registers them with `add_parsers`) so the shared CLI module stays small.
+Exit codes: 0 done / succeeded, 1 the run asked about did not succeed, 2 error.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
+from typing import TYPE_CHECKING
 
+from backend.cli.common import Subparsers, fmt_loss, workspace_and_actor
 from backend.errors import LfopsError
 
-# Exit codes: 0 done / succeeded, 1 the thing asked about is not OK (run failed, verify found problems), 2 error.
+if TYPE_CHECKING:
+    from backend.auth import Actor
+    from backend.runners.base import Resources
+    from backend.runs import RunView
+    from backend.workspace import Workspace
 
 
-def _ws_actor(args: argparse.Namespace) -> tuple[Any, Any]:
-    from backend.cli import _actor, _workspace
-
-    ws = _workspace(args)
-    return ws, _actor(args, ws)
-
-
-def _fmt_loss(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6f}"
-
-
-def _print_run(view: Any) -> None:
+def print_run(view: RunView) -> None:
     cr = f"#{view.change_request_id}" if view.change_request_id else "-"
     print(f"run #{view.id} [{view.status}] {view.config_path} @ {view.commit[:12]} (change request {cr})")
     print(f"  submitted by {view.submitted_by}  backend {view.backend} {view.external_id}")
@@ -43,54 +36,58 @@ def _print_run(view: Any) -> None:
     if view.reason:
         print(f"  reason: {view.reason}")
     if view.final_loss is not None:
-        print(f"  final train loss {_fmt_loss(view.final_loss)}")
+        print(f"  final train loss {fmt_loss(view.final_loss)}")
 
 
-def _wait_and_report(ws: Any, actor: Any, run_id: int, timeout: float | None) -> int:
+def wait_and_report(ws: Workspace, actor: Actor, run_id: int, timeout: float | None) -> int:
     monitor = ws.runs.start_monitor()
     try:
         view = ws.runs.wait(actor, run_id, timeout=timeout)
     finally:
         monitor.stop()
-    _print_run(view)
+    print_run(view)
     model = ws.registry.for_run(run_id)
     if model is not None:
         print(f"  registered as {model.ref} ({model.kind}) at {model.artifact_uri}")
     return 0 if view.status == "succeeded" else 1
 
 
-def cmd_launch(args: argparse.Namespace) -> int:
+def launch_resources(args: argparse.Namespace, ws: Workspace) -> Resources:
+    """`--profile`, `--gpus` and `--nodes` as the resources of a launch."""
     from backend.runners.base import Resources
 
-    ws, actor = _ws_actor(args)
     if args.profile and args.profile not in ws.settings.cluster_profiles:
         known = ", ".join(sorted(ws.settings.cluster_profiles)) or "none configured (LFOPS_CLUSTER_PROFILES)"
         raise LfopsError(f"profile: {args.profile!r} is not a cluster profile; known: {known}")
     gpus = args.gpus if args.gpus is not None else (1 if args.profile else 0)
     if gpus < 0 or args.nodes < 1 or (args.nodes > 1 and not args.profile):
         raise LfopsError("gpus/nodes: --gpus must be >= 0, --nodes >= 1, and several nodes need --profile")
-    resources = Resources(gpus_per_node=gpus, nodes=args.nodes, profile=args.profile or "")
+    return Resources(gpus_per_node=gpus, nodes=args.nodes, profile=args.profile or "")
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    ws, actor = workspace_and_actor(args)
     view = ws.runs.launch(
-        actor, args.target, config_path=args.config, override_reason=args.override, resources=resources
+        actor, args.target, config_path=args.config, override_reason=args.override, resources=launch_resources(args, ws)
     )
-    _print_run(view)
+    print_run(view)
     print(f"  follow it: lfops runs logs {view.id} -f")
     if args.wait:
-        return _wait_and_report(ws, actor, view.id, args.timeout)
+        return wait_and_report(ws, actor, view.id, args.timeout)
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    ws, actor = _ws_actor(args)
+    ws, actor = workspace_and_actor(args)
     view = ws.runs.reproduce(actor, args.model, override_reason=args.override)
-    _print_run(view)
+    print_run(view)
     if args.wait:
-        return _wait_and_report(ws, actor, view.id, args.timeout)
+        return wait_and_report(ws, actor, view.id, args.timeout)
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    ws, actor = _ws_actor(args)
+    ws, actor = workspace_and_actor(args)
     runs = ws.runs
     if args.action == "list":
         runs.advance()  # show current states even when no monitor is running
@@ -109,13 +106,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for v in views:
             print(
                 f"{v.id:>5} {v.status:10} {v.submitted_by:10} {v.config_path:28} {v.commit[:12]:12} "
-                f"{_fmt_loss(v.final_loss):>11} {v.created_at:%Y-%m-%d %H:%M}"
+                f"{fmt_loss(v.final_loss):>11} {v.created_at:%Y-%m-%d %H:%M}"
             )
         return 0
     if args.action == "show":
         runs.advance_run(args.id)
         view = runs.get(actor, args.id)
-        _print_run(view)
+        print_run(view)
         curve = runs.metrics(actor, args.id, ("loss",))["loss"]
         if curve:
             print(f"  loss: {len(curve)} steps, first {curve[0][1]:.4f}, last {curve[-1][1]:.4f} (step {curve[-1][0]})")
@@ -135,106 +132,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 monitor.stop()
         return 0
     if args.action == "cancel":
-        _print_run(runs.cancel(actor, args.id))
+        print_run(runs.cancel(actor, args.id))
         return 0
     if args.action == "wait":
-        return _wait_and_report(ws, actor, args.id, args.timeout)
+        return wait_and_report(ws, actor, args.id, args.timeout)
     if args.action == "compare":
         comparison = ws.lineage.compare(actor, args.ids)
         ids = [v.id for v in comparison.runs]
         print(f"{'hyperparameter':32} " + " ".join(f"{'#' + str(i):>16}" for i in ids))
         for row in comparison.differing:
             print(f"{row.key:32} " + " ".join(f"{str(v):>16}" for v in row.values))
-        print(f"{'final train loss':32} " + " ".join(f"{_fmt_loss(v.final_loss):>16}" for v in comparison.runs))
+        print(f"{'final train loss':32} " + " ".join(f"{fmt_loss(v.final_loss):>16}" for v in comparison.runs))
         steps = sorted({step for i in ids for step, _ in comparison.curves[i]["loss"]})
         if steps:
             print("\nloss by step")
             for step in steps:
                 values = [dict(comparison.curves[i]["loss"]).get(step) for i in ids]
-                print(f"{step:>32} " + " ".join(f"{_fmt_loss(v):>16}" for v in values))
+                print(f"{step:>32} " + " ".join(f"{fmt_loss(v):>16}" for v in values))
         return 0
     raise LfopsError(f"runs: unknown action {args.action}")
 
 
-def cmd_registry(args: argparse.Namespace) -> int:
-    ws, actor = _ws_actor(args)
-    reg = ws.registry
-    if args.action == "list":
-        for v in reg.list(actor, args.name):
-            hub = f"  hub {v.hub_repo}@{v.hub_revision}" if v.hub_repo else ""
-            parent = f"  parent #{v.parent_id}" if v.parent_id else ""
-            print(f"{v.ref:28} {v.kind:8} run #{v.run_id}  {v.created_at:%Y-%m-%d %H:%M}{parent}{hub}")
-        return 0
-    if args.action == "show":
-        manifest = reg.manifest(actor, args.model)
-        files = manifest.pop("files", {})
-        print(json.dumps(manifest, indent=1, default=str))
-        print(f"files ({len(files)}):")
-        for rel, meta in files.items():
-            print(f"  {meta['sha256'][:16]} {meta['size']:>12} {rel}")
-        return 0
-    if args.action == "verify":
-        report = reg.verify(actor, args.model)
-        for problem in report.problems:
-            print(f"{report.ref}: {problem}")
-        print(f"{report.ref}: {'ok' if report.ok else 'FAILED'} ({report.files_checked} files checked)")
-        return 0 if report.ok else 1
-    if args.action == "export":
-        view = reg.export(actor, args.model)
-        print(f"exported {view.ref} (full model, parent #{view.parent_id}) at {view.artifact_uri}")
-        return 0
-    if args.action == "push":
-        view = reg.push(actor, args.model, repo_id=args.repo)
-        print(f"pushed {view.ref} to {view.hub_repo} at revision {view.hub_revision}")
-        return 0
-    raise LfopsError(f"registry: unknown action {args.action}")
-
-
-def cmd_lineage(args: argparse.Namespace) -> int:
-    from backend.lineage import ModelLineage
-
-    ws, actor = _ws_actor(args)
-    result = ws.lineage.lookup(actor, args.term)
-    if isinstance(result, ModelLineage):
-        m = result
-        print(f"model {m.model.ref} ({m.model.kind}) at {m.model.artifact_uri}")
-        for parent in m.ancestors:
-            print(f"  made from {parent.ref} ({parent.kind})")
-        cr = m.change_request
-        if cr is not None:
-            print(f"  change request #{cr.id} {cr.title!r} by {cr.author}, merged by {cr.merged_by}")
-            print(f"  approved by {', '.join(cr.approvers) or '-'}")
-        print(f"  commit {m.commit}  config {m.config_path}\n  config hash {m.config_hash}")
-        print(f"  dataset version {m.dataset_version}\n  base model {m.base_model} @ {m.base_model_revision}")
-        if m.run is not None:
-            print(f"  run #{m.run.id} [{m.run.status}] by {m.run.submitted_by}")
-            if m.run.override_reason:
-                print(f"  launched by override: {m.run.override_reason}")
-        print(f"  final train loss {_fmt_loss(m.final_loss)}")
-        for key, value in sorted(m.final_metrics.items()):
-            print(f"    {key} = {value:g}")
-        for d in m.derived:
-            print(f"  exported as {d.ref}")
-        for r in m.reproductions:
-            print(f"  reproduced by run #{r.id} [{r.status}] final train loss {_fmt_loss(r.final_loss)}")
-        for dep in m.deployments:
-            print(f"  deployed to {dep.target} [{dep.status}] {dep.endpoint}")
-        return 0
-    d = result
-    print(f"from {d.kind.replace('_', ' ')} {d.key}:")
-    for c in d.configs:
-        cr = f" (change request #{c['change_request']})" if c["change_request"] else ""
-        print(f"  config {c['path']} @ {c['commit'][:12]}{cr}")
-    for r in d.runs:
-        print(f"  run #{r.id} [{r.status}] {r.config_path} final train loss {_fmt_loss(r.final_loss)}")
-    for mv in d.models:
-        print(f"  model {mv.ref} ({mv.kind})")
-    for dep in d.deployments:
-        print(f"  deployment #{dep.id} of {dep.model} to {dep.target} [{dep.status}]")
-    return 0
-
-
-def add_parsers(sub: Any) -> None:
+def register_launch(sub: Subparsers) -> None:
     p = sub.add_parser("launch", help="train an approved, merged config (a change request number or a merge commit)")
     p.add_argument("target", help="change request number (12 or #12) or commit id")
     p.add_argument("--config", help="config path in the repository (default: the change request's)")
@@ -246,6 +165,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--timeout", type=float, help="seconds to wait at most")
     p.set_defaults(func=cmd_launch)
 
+
+def register_runs(sub: Subparsers) -> None:
     p = sub.add_parser("runs", help="training runs: list, show, logs, cancel, wait, compare")
     rsub = p.add_subparsers(dest="action", required=True)
     q = rsub.add_parser("list")
@@ -269,20 +190,8 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("ids", type=int, nargs="+")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("registry", help="model versions: list, show, verify, export, push")
-    gsub = p.add_subparsers(dest="action", required=True)
-    gsub.add_parser("list").add_argument("name", nargs="?")
-    for action in ("show", "verify", "export"):
-        gsub.add_parser(action).add_argument("model", help="NAME (newest version) or NAME:vN")
-    q = gsub.add_parser("push", help="upload to a Hugging Face Hub repo (token from HF_TOKEN)")
-    q.add_argument("model")
-    q.add_argument("--repo", help="OWNER/NAME (default: $LFOPS_HUB_REPO)")
-    p.set_defaults(func=cmd_registry)
 
-    p = sub.add_parser("lineage", help="where a model came from, or what came from a commit or dataset version")
-    p.add_argument("term", help="MODEL[:vN], COMMIT or DATASET-VERSION (sha256:...)")
-    p.set_defaults(func=cmd_lineage)
-
+def register_reproduce(sub: Subparsers) -> None:
     p = sub.add_parser("reproduce", help="train a registered model's exact commit and config again")
     p.add_argument("model", help="NAME or NAME:vN")
     p.add_argument("--override", metavar="REASON", help="admin only: when the commit is no longer launchable")
