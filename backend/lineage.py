@@ -20,6 +20,7 @@ from backend.auth import Actor, require
 from backend.errors import LfopsError, NotFound
 from backend.registry import ModelVersionView, Registry
 from backend.registry import _view as model_view
+from backend.review_status import ChangeRequestStatus
 from backend.runs import RunView, commit_filter, custom_plans, run_views, runs_query
 from backend.store import Store
 from backend.store.models import ChangeRequest, Config, Deployment, Metric, ModelVersion, Review, Run, User
@@ -44,7 +45,7 @@ class ChangeRequestFacts:
     id: int
     title: str
     author: str
-    status: str
+    status: ChangeRequestStatus
     approvers: list[str]
     merged_by: str | None
     merged_commit: str | None
@@ -199,7 +200,7 @@ def change_request_facts(s: Session, cr_id: int | None) -> ChangeRequestFacts | 
         id=first[0],
         title=first[1],
         author=first[2],
-        status=first[3],
+        status=ChangeRequestStatus(first[3]),
         approvers=sorted({row[7] for row in rows if row[7]}),
         merged_by=first[4],
         merged_commit=first[5],
