@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from backend import yamlio
 from backend.errors import Problem, ValidationFailed
+from backend.secret_args import is_secret_arg
 
 METADATA_KEY = "lfops"
 SECTIONS = {
@@ -34,10 +35,6 @@ SECTION_ORDER = ["model", "method", "dataset", "train", "generation"]
 # Arguments that only make sense on the machine that trains: validated on a neutral copy (see _host_neutral).
 _HOST_BOUND = ("deepspeed", "fsdp", "fsdp_config")
 _LIST_AS_CSV = ("dataset", "eval_dataset")
-# Credentials LLaMA-Factory accepts as arguments; in a Git repository they would leak to every reader, forever.
-SECRET_ARGS = frozenset(
-    {"hf_hub_token", "ms_hub_token", "om_hub_token", "hub_token", "swanlab_api_key", "swanlab_lark_secret"}
-)
 _SMALL_FILE = 256 * 1024 * 1024
 # Within a section these come first, as in LLaMA-Factory's examples; the rest follow the dataclasses' order.
 _LEADING = ["model_name_or_path", "stage", "do_train", "finetuning_type", "dataset", "template", "output_dir"]
@@ -222,7 +219,7 @@ class TrainConfig:
             if spec is None:
                 problems.append(Problem(key, "not a LLaMA-Factory training argument"))
                 continue
-            if key in SECRET_ARGS:
+            if is_secret_arg(key):
                 problems.append(Problem(key, "secrets never go into a config; give the run an environment variable"))
                 continue
             if key in _LIST_AS_CSV and isinstance(value, list) and all(isinstance(v, str) for v in value):

@@ -15,10 +15,12 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session, aliased
 
+from backend import approvals
 from backend.auth import Actor, require
 from backend.errors import LfopsError, NotFound
 from backend.registry import ModelVersionView, Registry
 from backend.registry import _view as model_view
+from backend.review_status import ChangeRequestStatus
 from backend.runs import RunView, commit_filter, custom_plans, run_views, runs_query
 from backend.store import Store
 from backend.store.models import ChangeRequest, Config, Deployment, Metric, ModelVersion, Review, Run, User
@@ -43,7 +45,7 @@ class ChangeRequestFacts:
     id: int
     title: str
     author: str
-    status: str
+    status: ChangeRequestStatus
     approvers: list[str]
     merged_by: str | None
     merged_commit: str | None
@@ -164,11 +166,6 @@ def model_views(s: Session, runs_condition: Any) -> list[ModelVersionView]:
 
 def _change_request_query() -> Any:
     author, merger, approver = aliased(User), aliased(User), aliased(User)
-    approval = and_(
-        Review.change_request_id == ChangeRequest.id,
-        Review.decision == "approved",
-        Review.head_commit == ChangeRequest.head_commit,
-    )
     return (
         select(
             ChangeRequest.id,
@@ -182,7 +179,7 @@ def _change_request_query() -> Any:
         )
         .join(author, author.id == ChangeRequest.author_id)
         .outerjoin(merger, merger.id == ChangeRequest.merged_by_id)
-        .outerjoin(Review, approval)
+        .outerjoin(Review, approvals.condition(Review, ChangeRequest))
         .outerjoin(approver, approver.id == Review.reviewer_id)
         .where(ChangeRequest.id == bindparam("cr_id"))
     )
@@ -192,7 +189,7 @@ _CHANGE_REQUEST = _change_request_query()
 
 
 def change_request_facts(s: Session, cr_id: int | None) -> ChangeRequestFacts | None:
-    """A change request with its author, merger and approvers (of its last head) in one query."""
+    """A change request with its author, merger and the approvers that count (backend.approvals), in one query."""
     if cr_id is None:
         return None
     rows = s.execute(_CHANGE_REQUEST, {"cr_id": cr_id}).all()
@@ -203,7 +200,7 @@ def change_request_facts(s: Session, cr_id: int | None) -> ChangeRequestFacts | 
         id=first[0],
         title=first[1],
         author=first[2],
-        status=first[3],
+        status=ChangeRequestStatus(first[3]),
         approvers=sorted({row[7] for row in rows if row[7]}),
         merged_by=first[4],
         merged_commit=first[5],

@@ -30,12 +30,13 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend import audit, yamlio
+from backend import approvals, audit, yamlio
 from backend.auth import Actor, require
 from backend.errors import Conflict, LfopsError, NotFound
+from backend.runners.base import RunState
 from backend.settings import Settings
 from backend.store import Store
-from backend.store.models import ChangeRequest, ModelVersion, Review, Run, utcnow
+from backend.store.models import ChangeRequest, ModelVersion, Run, utcnow
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "lfops-model-manifest/1"
@@ -223,7 +224,7 @@ class Registry:
             run = s.get(Run, run_id)
             if run is None:
                 raise NotFound(f"run #{run_id} does not exist")
-            if run.status != "succeeded":
+            if run.status != RunState.SUCCEEDED:
                 raise Conflict(f"run #{run_id} is {run.status}; only succeeded runs are registered")
             out = Path(run.run_dir) if run.run_dir else None
             facts = _lineage_facts(s, run)
@@ -426,14 +427,7 @@ def _lineage_facts(s: Session, run: Run) -> dict[str, Any]:
     approvers: list[str] = []
     change_request = None
     if cr is not None:
-        reviews = s.scalars(
-            select(Review).where(
-                Review.change_request_id == cr.id,
-                Review.decision == "approved",
-                Review.head_commit == cr.head_commit,
-            )
-        )
-        approvers = sorted({f"{r.reviewer.name} <{r.reviewer.email}>" for r in reviews})
+        approvers = approvals.approver_lines(s, cr.id)
         change_request = {
             "id": cr.id,
             "title": cr.title,

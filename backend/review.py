@@ -1,8 +1,8 @@
 """Change requests: saving a config opens one; reviewers approve or request changes; an approved one is merged.
 
-The policy lives here: only reviewers and admins decide and merge, nobody decides on their own change, an approval
-counts only for the head commit it was given on, and a merge needs that approval and a config that validates in the
-merged tree.
+The policy lives here: only reviewers and admins decide and merge, nobody decides on their own change, and a merge
+needs an approval that counts (given on the head commit, not by the author: backend/approvals.py) and a config that
+validates in the merged tree.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import audit
+from backend import approvals, audit
 from backend import config as cfgmod
 from backend.auth import Actor, require
 from backend.config import TrainConfig
+from backend.config_rows import record_config
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, Problem, ValidationFailed
 from backend.gitstore import GitStore, Identity, check_branch, check_name, trailers
+from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config, Review, utcnow
-
-STATUSES = ("open", "changes_requested", "approved", "merged", "closed")
-_DECIDABLE = ("open", "changes_requested", "approved")
+from backend.store.models import ChangeRequest, Review, utcnow
 
 
 @dataclass(frozen=True)
@@ -41,10 +40,11 @@ class SaveResult:
 @dataclass(frozen=True)
 class ReviewView:
     reviewer: str
-    decision: str
+    decision: ReviewDecision
     comment: str
     head_commit: str
     at: datetime
+    counts: bool = False  # an approval that counts for the request's head (backend.approvals)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ChangeRequestView:
     config_hash: str
     dataset_version: str
     author: str
-    status: str
+    status: ChangeRequestStatus
     merged_commit: str | None
     merged_by: str | None
     created_at: datetime
@@ -76,9 +76,7 @@ class ChangeRequestView:
 
     @property
     def approvers(self) -> list[str]:
-        return sorted(
-            {r.reviewer for r in self.reviews if r.decision == "approved" and r.head_commit == self.head_commit}
-        )
+        return sorted({r.reviewer for r in self.reviews if r.counts})
 
 
 @dataclass(frozen=True)
@@ -103,12 +101,17 @@ def _view(cr: ChangeRequest) -> ChangeRequestView:
         config_hash=cr.config_hash,
         dataset_version=cr.dataset_version,
         author=cr.author.name,
-        status=cr.status,
+        status=ChangeRequestStatus(cr.status),
         merged_commit=cr.merged_commit,
         merged_by=cr.merged_by.name if cr.merged_by else None,
         created_at=cr.created_at,
         updated_at=cr.updated_at,
-        reviews=[ReviewView(r.reviewer.name, r.decision, r.comment, r.head_commit, r.at) for r in cr.reviews],
+        reviews=[
+            ReviewView(
+                r.reviewer.name, ReviewDecision(r.decision), r.comment, r.head_commit, r.at, approvals.counts(r, cr)
+            )
+            for r in cr.reviews
+        ],
     )
 
 
@@ -170,7 +173,9 @@ class ChangeRequests:
         try:
             with self.store.session() as s:
                 if s.scalar(
-                    select(ChangeRequest.id).where(ChangeRequest.branch == branch, ChangeRequest.status.in_(_DECIDABLE))
+                    select(ChangeRequest.id).where(
+                        ChangeRequest.branch == branch, ChangeRequest.status.in_(UNDER_REVIEW)
+                    )
                 ):
                     raise Conflict(f"branch {branch!r} already has an open change request")
                 cr = ChangeRequest(
@@ -183,7 +188,7 @@ class ChangeRequests:
                     config_hash=frozen.config_hash,
                     dataset_version=dataset_version,
                     author_id=actor.id,
-                    status="open",
+                    status=ChangeRequestStatus.OPEN,
                 )
                 s.add(cr)
                 s.flush()  # the id goes into the commit's trailers
@@ -195,7 +200,7 @@ class ChangeRequests:
                 )
                 commit = self.repo.commit_file(base, path, frozen.canonical_yaml, f"{message}\n\n{body}\n", identity)
                 cr.head_commit = commit
-                _record_config(s, commit, path, config, dataset_version, cr.id, frozen.config_hash)
+                record_config(s, commit, path, config, dataset_version, cr.id, frozen.config_hash)
                 audit.record(
                     s,
                     actor,
@@ -221,12 +226,13 @@ class ChangeRequests:
 
     def list(self, actor: Actor, status: str | None = None, author: str | None = None) -> list[ChangeRequestView]:
         require(actor, "read")
+        wanted = ChangeRequestStatus.parse(status) if status else None
         from backend.store.models import User
 
         with self.store.session() as s:
             q = select(ChangeRequest).order_by(ChangeRequest.id.desc())
-            if status:
-                q = q.where(ChangeRequest.status == status)
+            if wanted:
+                q = q.where(ChangeRequest.status == wanted)
             if author:
                 q = q.join(User, ChangeRequest.author_id == User.id).where(User.name == author)
             return [_view(cr) for cr in s.scalars(q)]
@@ -238,7 +244,7 @@ class ChangeRequests:
 
     def show(self, actor: Actor, cr_id: int) -> ChangeRequestDetail:
         view = self.get(actor, cr_id)
-        if view.status != "merged":
+        if view.status != ChangeRequestStatus.MERGED:
             main = self.repo.sync_main()
         else:
             main = f"{view.merged_commit}^1"
@@ -261,20 +267,20 @@ class ChangeRequests:
     # ---- decisions ----------------------------------------------------------------------------------------------
 
     def approve(self, actor: Actor, cr_id: int, comment: str = "") -> ChangeRequestView:
-        return self._decide(actor, cr_id, "approved", comment)
+        return self._decide(actor, cr_id, ReviewDecision.APPROVED, comment)
 
     def request_changes(self, actor: Actor, cr_id: int, comment: str) -> ChangeRequestView:
         if not (comment or "").strip():
             raise LfopsError("comment: say what should change")
-        return self._decide(actor, cr_id, "changes_requested", comment)
+        return self._decide(actor, cr_id, ReviewDecision.CHANGES_REQUESTED, comment)
 
-    def _decide(self, actor: Actor, cr_id: int, decision: str, comment: str) -> ChangeRequestView:
+    def _decide(self, actor: Actor, cr_id: int, decision: ReviewDecision, comment: str) -> ChangeRequestView:
         require(actor, "review.decide")
         with self.store.session() as s:
             cr = _get(s, cr_id)
             if cr.author_id == actor.id:
                 raise PermissionDenied(f"{actor.name} cannot review their own change request #{cr.id}")
-            if cr.status not in _DECIDABLE:
+            if cr.status not in UNDER_REVIEW:
                 raise Conflict(f"change request #{cr.id} is {cr.status}; it can no longer be reviewed")
             s.add(
                 Review(
@@ -285,7 +291,7 @@ class ChangeRequests:
                     head_commit=cr.head_commit,
                 )
             )
-            cr.status = decision
+            cr.status = decision.status
             cr.updated_at = utcnow()
             audit.record(
                 s, actor, f"review.{decision}", f"change_request:{cr.id}", head=cr.head_commit, comment=comment or ""
@@ -300,9 +306,9 @@ class ChangeRequests:
             cr = _get(s, cr_id)
             if cr.author_id != actor.id and not actor.can("review.merge"):
                 raise PermissionDenied(f"{actor.name} may not close someone else's change request")
-            if cr.status not in _DECIDABLE:
+            if cr.status not in UNDER_REVIEW:
                 raise Conflict(f"change request #{cr.id} is already {cr.status}")
-            cr.status = "closed"
+            cr.status = ChangeRequestStatus.CLOSED
             audit.record(s, actor, "review.close", f"change_request:{cr.id}")
             view = _view(cr)
         self.repo.delete_branch(view.branch, view.head_commit)
@@ -314,24 +320,13 @@ class ChangeRequests:
         """Merge an approved change request into main with an `Approved-by:` trailer, push, and record it."""
         require(actor, "review.merge")
         view = self.get(actor, cr_id)
-        if view.status != "approved":
+        if view.status != ChangeRequestStatus.APPROVED:
             raise Conflict(f"change request #{cr_id} is {view.status}, not approved; it cannot be merged")
-        approvers = [
-            r
-            for r in view.reviews
-            if r.decision == "approved" and r.head_commit == view.head_commit and r.reviewer != view.author
-        ]
-        if not approvers:
+        if not view.approvers:
             raise Conflict(f"change request #{cr_id} has no approval for its current head commit")
         self.store.check()
         with self.store.session() as s:
-            approver_lines = sorted(
-                {
-                    f"{r.reviewer.name} <{r.reviewer.email}>"
-                    for r in _get(s, cr_id).reviews
-                    if r.decision == "approved" and r.head_commit == view.head_commit
-                }
-            )
+            approver_lines = approvals.approver_lines(s, cr_id)
         for _attempt in range(3):  # main may move between our read and our push: rebuild the merge then
             main = self.repo.sync_main()
             if self.repo.is_ancestor(view.head_commit, main):
@@ -361,10 +356,11 @@ class ChangeRequests:
             try:
                 with self.store.session() as s:
                     cr = _get(s, cr_id)
-                    if cr.status != "approved" or cr.head_commit != view.head_commit:
+                    if cr.status != ChangeRequestStatus.APPROVED or cr.head_commit != view.head_commit:
                         raise Conflict(f"change request #{cr_id} changed while merging; nothing was merged")
-                    cr.status, cr.merged_commit, cr.merged_by_id, cr.merged_at = "merged", merge, actor.id, utcnow()
-                    _record_config(s, merge, view.config_path, merged_cfg, dataset_version, cr_id)
+                    cr.status, cr.merged_commit, cr.merged_by_id = ChangeRequestStatus.MERGED, merge, actor.id
+                    cr.merged_at = utcnow()
+                    record_config(s, merge, view.config_path, merged_cfg, dataset_version, cr_id)
                     audit.record(
                         s,
                         actor,
@@ -392,26 +388,3 @@ def _get(s: Session, cr_id: int) -> ChangeRequest:
     if cr is None:
         raise NotFound(f"change request #{cr_id} does not exist")
     return cr
-
-
-def _record_config(
-    s: Session,
-    commit: str,
-    path: str,
-    config: TrainConfig,
-    dataset_version: str,
-    cr_id: int | None,
-    config_hash: str | None = None,
-) -> Config:
-    row = Config(
-        commit=commit,
-        path=path,
-        config_hash=config_hash or config.config_hash(),
-        dataset_version=dataset_version,
-        base_model=config.base_model,
-        base_model_revision=config.base_model_revision(),
-        change_request_id=cr_id,
-        params=config.normalised_args(),
-    )
-    s.add(row)
-    return row

@@ -31,14 +31,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Text, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
-from backend import audit
+from backend import approvals, audit
 from backend import config as cfgmod
 from backend.auth import Actor, require
+from backend.config_rows import record_config
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied
 from backend.gitstore import GitStore
+from backend.review_status import ChangeRequestStatus
 from backend.runners.base import Resources, Runner, RunSpec, RunState
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config, Metric, ModelVersion, Review, Run, User, utcnow
+from backend.store.models import ChangeRequest, Config, Metric, ModelVersion, Run, User, utcnow
 
 if TYPE_CHECKING:
     from backend.registry import Registry
@@ -281,7 +283,7 @@ class Runs:
                 cr = s.get(ChangeRequest, int(m.group(1)))
                 if cr is None:
                     raise NotFound(f"change request #{m.group(1)} does not exist")
-                if cr.status != "merged" or not cr.merged_commit:
+                if cr.status != ChangeRequestStatus.MERGED or not cr.merged_commit:
                     raise Conflict(
                         f"change request #{cr.id} is {cr.status}, not merged: only merged change requests can be "
                         "launched"
@@ -294,7 +296,9 @@ class Runs:
         commit = self._rev_parse(text.lower())
         with self.store.session() as s:
             cr = s.scalar(
-                select(ChangeRequest).where(ChangeRequest.merged_commit == commit, ChangeRequest.status == "merged")
+                select(ChangeRequest).where(
+                    ChangeRequest.merged_commit == commit, ChangeRequest.status == ChangeRequestStatus.MERGED
+                )
             )
             cr_id, cr_path = (cr.id, cr.config_path) if cr else (None, None)
             if cr_path is None and config_path is None:  # e.g. a change request's branch head: its one config
@@ -322,22 +326,14 @@ class Runs:
         with self.store.session() as s:
             cr = s.scalar(
                 select(ChangeRequest).where(
-                    ChangeRequest.merged_commit == target.commit, ChangeRequest.status == "merged"
+                    ChangeRequest.merged_commit == target.commit, ChangeRequest.status == ChangeRequestStatus.MERGED
                 )
             )
             if cr is None:
                 return f"commit {target.commit[:12]} is not the merge commit of an approved change request"
             if cr.config_path != target.config_path:
                 return f"change request #{cr.id} approved {cr.config_path}, not {target.config_path}"
-            approved = s.scalar(
-                select(Review.id).where(
-                    Review.change_request_id == cr.id,
-                    Review.decision == "approved",
-                    Review.head_commit == cr.head_commit,
-                    Review.reviewer_id != cr.author_id,
-                )
-            )
-            if approved is None:
+            if not any(approvals.counts(review, cr) for review in cr.reviews):
                 return f"change request #{cr.id} has no approval for the commit it merged"
         main = self.repo.sync_main()
         if not self.repo.is_ancestor(target.commit, main):
@@ -374,22 +370,10 @@ class Runs:
         resources = resources or Resources()
         runner = self.runner_for("kubernetes") if resources.profile else self.runner
         with self.store.session() as s:
-            cfg_row = s.scalar(
-                select(Config).where(Config.commit == resolved.commit, Config.path == resolved.config_path)
+            # recorded at merge; for an overridden commit nobody merged, recorded here: what it trains
+            cfg_row = record_config(
+                s, resolved.commit, resolved.config_path, config, dataset_version, resolved.change_request_id
             )
-            if cfg_row is None:  # an overridden commit nobody merged: record what it trains
-                cfg_row = Config(
-                    commit=resolved.commit,
-                    path=resolved.config_path,
-                    config_hash=config.config_hash(),
-                    dataset_version=dataset_version,
-                    base_model=config.base_model,
-                    base_model_revision=config.base_model_revision(),
-                    change_request_id=resolved.change_request_id,
-                    params=config.normalised_args(),
-                )
-                s.add(cfg_row)
-                s.flush()
             run = Run(
                 config_id=cfg_row.id,
                 backend=runner.name,

@@ -272,3 +272,18 @@ def _other_analyst(env):
     with env.ws.store.session() as s:
         add_user(s, "bob", "analyst", "bob-password")
     return env.ws.login("bob", "bob-password")
+
+
+def test_status_filter_and_labels_come_from_one_enum(env):
+    from backend.review_status import ChangeRequestStatus, ReviewDecision
+
+    alice, rita = env.actor("alice"), env.actor("rita")
+    cr = env.ws.changes.save(alice, changed(env, lora_rank=4), "labelled", "msg").change_request
+    view = env.ws.changes.request_changes(rita, cr, "smaller steps")
+    assert view.status == "changes_requested" and view.status.label == "changes requested"
+    assert view.reviews[0].decision.label == "changes requested" and view.reviews[0].counts is False
+    assert [v.id for v in env.ws.changes.list(alice, status="changes_requested")] == [cr]
+    assert env.ws.changes.list(alice, status=ChangeRequestStatus.OPEN) == []
+    with pytest.raises(LfopsError, match="status: 'pending' must be one of open, changes_requested, approved"):
+        env.ws.changes.list(alice, status="pending")
+    assert {d.status for d in ReviewDecision} == {ChangeRequestStatus.APPROVED, ChangeRequestStatus.CHANGES_REQUESTED}

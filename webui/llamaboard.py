@@ -44,6 +44,7 @@ from llamafactory.webui.engine import Engine
 from llamafactory.webui.runner import Runner
 
 from backend.errors import Problem, ValidationFailed
+from backend.secret_args import is_secret_arg
 from webui.errors import invalid, shows_errors
 
 PINNED_VERSION = "0.9.5"
@@ -64,7 +65,6 @@ HOST_SETTINGS = {
     "trust_remote_code": "LlamaBoard always sets it; ask for it in Extra arguments so reviewers see it",
     "ddp_timeout": "LlamaBoard's launcher timeout",
 }
-_SECRET_RE = re.compile(r"(token|api_key|password|secret)$")
 _PLAIN_FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 # Text fields LlamaBoard converts with float()/int(): checked first, so bad input names its field.
 _NUMBER_FIELDS = {
@@ -414,7 +414,7 @@ def repo_args(board: LlamaBoard, data: dict, name: str, workdir: Path) -> RepoAr
     if args.get("reward_model") and "reward_model" not in explicit:
         problems.append(Problem("train.reward_model", "checkpoints on this machine are not in the repository"))
     for key, value in args.items():
-        if _SECRET_RE.search(key) and value:
+        if is_secret_arg(key) and value:
             problems.append(
                 Problem(key, "secrets never go into the config repository; give the run an environment variable")
             )

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from backend.review import STATUSES, ChangeRequestDetail
+from backend.review import ChangeRequestDetail
+from backend.review_status import ChangeRequestStatus
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
 from webui.render import diff_html, md_code, md_text, value_text
@@ -32,7 +33,11 @@ class ReviewTab:
         with gr.Tab("Review", id="review", elem_id="lfops-tab-review"):
             with gr.Row(equal_height=True):
                 self.status = gr.Dropdown(
-                    ["all", *STATUSES], value="all", label="Status", scale=1, elem_id="lfops-filter-status"
+                    [("all", "all"), *((s.label, s.value) for s in ChangeRequestStatus)],
+                    value="all",
+                    label="Status",
+                    scale=1,
+                    elem_id="lfops-filter-status",
                 )
                 self.author = gr.Textbox(
                     label="Author", placeholder="user name", scale=1, elem_id="lfops-filter-author"
@@ -138,7 +143,7 @@ class ReviewTab:
         r = detail.request
         approvers = ", ".join(r.approvers) or "nobody yet"
         lines = [
-            f"### #{r.id} {md_text(r.title)} — {r.status.replace('_', ' ')}",
+            f"### #{r.id} {md_text(r.title)} — {r.status.label}",
             f"author **{md_text(r.author)}** · branch {md_code(r.branch)} · head {md_code(r.head_commit[:12])} · "
             f"file {md_code(r.config_path)} · approved for this head by {md_text(approvers)}",
         ]
@@ -158,7 +163,7 @@ class ReviewTab:
         validation = "**Validation:**\n" + "\n".join(f"- {md_text(v)}" for v in detail.validation)
         if r.reviews:
             reviews = "**Reviews:**\n" + "\n".join(
-                f"- {rv.at:%Y-%m-%d %H:%M} **{md_text(rv.reviewer)}** {rv.decision.replace('_', ' ')}"
+                f"- {rv.at:%Y-%m-%d %H:%M} **{md_text(rv.reviewer)}** {rv.decision.label}"
                 f" (on {md_code(rv.head_commit[:10])})" + (f": {md_text(rv.comment)}" if rv.comment else "")
                 for rv in r.reviews
             )
@@ -172,7 +177,7 @@ class ReviewTab:
         if not cr_id:
             raise invalid("change request", "choose one first")
         view = call(self.ctx.auth.actor(request), int(cr_id))
-        return f"**#{view.id} {verb}** — now {view.status.replace('_', ' ')}"
+        return f"**#{view.id} {verb}** — now {view.status.label}"
 
     @shows_errors(as_message("Not approved"))
     def on_approve(self, cr_id: float | None, comment: str, request: gr.Request) -> str:

@@ -10,6 +10,7 @@ from backend.config import TrainConfig
 from backend.errors import LfopsError, ValidationFailed
 from backend.gitstore import check_name
 from backend.review import SaveResult
+from backend.review_status import ChangeRequestStatus
 from backend.runners.base import Resources
 from webui import llamaboard as lb
 from webui.context import AppContext
@@ -130,7 +131,7 @@ class TrainActions:
     def _offer(self, request: gr.Request) -> tuple[list[tuple[str, int]], str]:
         """The merged change requests, and why the user cannot launch ("" when they can)."""
         actor = self.ctx.auth.actor(request)
-        merged = self.ctx.ws.changes.list(actor, status="merged")
+        merged = self.ctx.ws.changes.list(actor, status=ChangeRequestStatus.MERGED)
         choices = [(f"#{v.id} {v.config_path} (merge {v.merged_commit[:10]}) {v.title}", v.id) for v in merged]
         if not actor.can("run.launch"):
             return choices, "Your role may not launch runs."

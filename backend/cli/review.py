@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from backend.cli.common import Subparsers, workspace_and_actor
+from backend.review_status import ChangeRequestStatus
 
 if TYPE_CHECKING:
     from backend.review import ChangeRequestView
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 
 def _print_request(view: ChangeRequestView) -> None:
     approvers = ", ".join(view.approvers) or "-"
-    print(f"#{view.id} [{view.status}] {view.title}")
+    print(f"#{view.id} [{view.status.label}] {view.title}")
     print(f"  author {view.author}  branch {view.branch}  config {view.config_path}")
     print(f"  head {view.head_commit}  approved by {approvers}")
     if view.merged_commit:
@@ -25,13 +26,13 @@ def cmd_review(args: argparse.Namespace) -> int:
     changes = ws.changes
     if args.action == "list":
         for view in changes.list(actor, status=args.status, author=args.author):
-            print(f"#{view.id:<4} {view.status:18} {view.author:10} {view.config_path:32} {view.title}")
+            print(f"#{view.id:<4} {view.status.label:18} {view.author:10} {view.config_path:32} {view.title}")
         return 0
     if args.action == "show":
         detail = changes.show(actor, args.id)
         _print_request(detail.request)
         for review in detail.request.reviews:
-            print(f"  {review.at:%Y-%m-%d %H:%M} {review.reviewer} {review.decision}: {review.comment}")
+            print(f"  {review.at:%Y-%m-%d %H:%M} {review.reviewer} {review.decision.label}: {review.comment}")
         print("\nvalidation:\n  " + "\n  ".join(detail.validation))
         print(f"\nhyperparameters (before = {detail.baseline}):")
         for row in detail.params:
@@ -54,7 +55,7 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("review", help="change requests")
     rsub = p.add_subparsers(dest="action", required=True)
     q = rsub.add_parser("list")
-    q.add_argument("--status")
+    q.add_argument("--status", choices=[s.value for s in ChangeRequestStatus])
     q.add_argument("--author")
     for action in ("show", "approve", "request-changes", "merge", "close"):
         q = rsub.add_parser(action)

@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from backend.review_status import ChangeRequestStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -53,7 +55,8 @@ class ChangeRequest(Base):
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     dataset_version: Mapped[str] = mapped_column(String(80))
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), index=True, default="open")
+    # a ChangeRequestStatus value; stored as text so the enum can grow without a migration
+    status: Mapped[str] = mapped_column(String(20), index=True, default=ChangeRequestStatus.OPEN.value)
     merged_commit: Mapped[str | None] = mapped_column(String(40), index=True)
     merged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -70,9 +73,9 @@ class Review(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     change_request_id: Mapped[int] = mapped_column(ForeignKey("change_requests.id"), index=True)
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    decision: Mapped[str] = mapped_column(String(20))  # approved | changes_requested
+    decision: Mapped[str] = mapped_column(String(20))  # a ReviewDecision value
     comment: Mapped[str] = mapped_column(Text, default="")
-    head_commit: Mapped[str] = mapped_column(String(40))  # an approval is for this exact head
+    head_commit: Mapped[str] = mapped_column(String(40))  # an approval counts for this exact head only
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     change_request: Mapped[ChangeRequest] = relationship(back_populates="reviews")
