@@ -53,6 +53,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`lfops db upgrade`: the one place (with init and the WebUI start) that changes the database schema."""
+    from backend.store import redact_url
+
+    ws = _workspace(args)
+    before, after = ws.store.upgrade()
+    where = redact_url(ws.settings.database_url)
+    if before == after:
+        print(f"database {where}: schema already at {after}")
+    else:
+        print(f"database {where}: schema upgraded from {before or 'none (empty)'} to {after}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from backend.config import DirFiles, TrainConfig
     from backend.errors import ValidationFailed
@@ -243,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create the workspace: bare config repo, SQLite, tiny demo model, users")
     p.add_argument("--no-demo-users", action="store_true", help="create only the admin user")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("db", help="the metadata database")
+    dsub = p.add_subparsers(dest="action", required=True)
+    dsub.add_parser("upgrade", help="bring the schema to what this lfops needs (safe to run again, or at once)")
+    p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("validate", help="validate config files (for CI); one line per problem, non-zero on error")
     p.add_argument("paths", nargs="+")

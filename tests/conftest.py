@@ -83,6 +83,7 @@ def make_env(template: tuple[Path, dict[str, str]], dest: Path, database_url: st
     if database_url:
         settings = Settings(**{**settings.__dict__, "database_url": database_url})
         ws = Workspace(settings)
+        ws.store.upgrade()  # a fresh database: the schema is made on purpose, as `lfops db upgrade` does
         from backend.auth import add_user
 
         with ws.store.session() as s:  # same users and passwords as the template
