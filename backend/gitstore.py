@@ -136,11 +136,7 @@ class GitStore:
     def _proc(
         self, args: list[str], *, env: dict | None = None, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        """One `git` call in the mirror: never prompts for credentials, messages in English for matching."""
-        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-        return subprocess.run(
-            ["git", "-C", str(self.mirror_dir), *args], input=input, capture_output=True, env=full_env
-        )
+        return _git_proc(["-C", str(self.mirror_dir), *args], env=env, input=input)
 
     def _run(
         self, args: list[str], *, env: dict | None = None, input: bytes | None = None, check: bool = True
@@ -231,7 +227,8 @@ class GitStore:
         return self.git("diff", "--no-color", "--no-ext-diff", f"{base}...{head}", "--", path)
 
     def log(self, ref: str, path: str | None = None, limit: int = 50) -> list[dict]:
-        args = ["log", f"-{limit}", "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%b%x1e", ref]
+        """Commits of `ref` (newest first) with their trailers, as Git itself finds the trailer block."""
+        args = ["log", f"-{limit}", "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%(trailers:only,unfold)%x1e", ref]
         if path:
             args += ["--", path]
         out = self.git(*args)
@@ -239,7 +236,7 @@ class GitStore:
         for record in out.split("\x1e"):
             fields = record.strip("\n").split("\x1f")
             if len(fields) == 6:
-                sha, name, email, date, subject, body = fields
+                sha, name, email, date, subject, trailer_lines = fields
                 entries.append(
                     {
                         "commit": sha,
@@ -247,7 +244,7 @@ class GitStore:
                         "email": email,
                         "date": date,
                         "subject": subject,
-                        "trailers": parse_trailers(body),
+                        "trailers": _trailer_dict(trailer_lines),
                     }
                 )
         return entries
@@ -337,12 +334,33 @@ class GitStore:
 
 
 def parse_trailers(message: str) -> dict[str, list[str]]:
+    """The trailers of a commit message, found by Git's own parser (as `git log`'s `%(trailers)` finds them).
+
+    Only the message's final trailer block counts, never a `Word: value` line inside the description; a `---` line
+    does not end a commit message (it does a patch's), hence --no-divider.
+    """
+    proc = _git_proc(["interpret-trailers", "--parse", "--no-divider"], input=message.encode())
+    if proc.returncode != 0:
+        raise GitFailure(f"git interpret-trailers failed: {proc.stderr.decode(errors='replace').strip()}")
+    return _trailer_dict(proc.stdout.decode())
+
+
+def _trailer_dict(lines: str) -> dict[str, list[str]]:
+    """Git's normalised trailer lines ("Key: value", one per line, unfolded) -> key -> values in order."""
     result: dict[str, list[str]] = {}
-    for line in message.splitlines():
-        m = re.match(r"^([A-Z][A-Za-z-]+): (.+)$", line.strip())
-        if m:
-            result.setdefault(m.group(1), []).append(m.group(2))
+    for line in lines.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            result.setdefault(key, []).append(value)
     return result
+
+
+def _git_proc(
+    args: list[str], *, env: dict | None = None, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Every `git` subprocess: never prompts for credentials, messages in English for matching."""
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    return subprocess.run(["git", *args], input=input, capture_output=True, env=full_env)
 
 
 def init_origin(path: Path, files: dict[str, str], identity: Identity, main_branch: str = "main") -> str:

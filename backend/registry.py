@@ -34,7 +34,7 @@ from backend import approvals, audit, yamlio
 from backend.auth import Actor, require
 from backend.errors import Conflict, LfopsError, NotFound
 from backend.runners.base import RunState
-from backend.settings import Settings
+from backend.settings import HUB_REPO_PATTERN, Settings
 from backend.store import Store
 from backend.store.models import ChangeRequest, ModelVersion, Run, utcnow
 
@@ -318,7 +318,7 @@ class Registry:
         """
         require(actor, "registry.manage")
         repo_id = (repo_id or self.settings.hub_repo or "").strip()
-        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id):
+        if not HUB_REPO_PATTERN.fullmatch(repo_id):
             raise LfopsError(f"hub repo: {repo_id!r} must be OWNER/NAME (pass one or set LFOPS_HUB_REPO)")
         token = os.environ.get("HF_TOKEN")
         if not token:

@@ -1,69 +1,179 @@
-"""One Settings object for the whole app, read from the environment (`LFOPS_*`) with embedded defaults."""
+"""One Settings object for the whole app, read once at start and checked there.
+
+`Settings.from_env()` reads the `LFOPS_*` variables from the environment, then a `.env` file in the current
+directory, then a secrets directory (`LFOPS_SECRETS_DIR`, else `/run/secrets` when it exists: one file per variable,
+named like it, e.g. `/run/secrets/LFOPS_DATABASE_URL`), in that order of precedence. Every value is typed; a bad one
+is a SettingsError of one line naming the variable (or the cluster profile and field) and why. Constructing
+`Settings(...)` directly reads nothing.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+from annotated_types import Ge, Interval
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+from backend.errors import SettingsError
+
+ENV_PREFIX = "LFOPS_"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+RunnerName = Literal["local", "kubernetes"]
+RUNNERS: tuple[str, ...] = get_args(RunnerName)
+HUB_REPO_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hugging Face Hub repo id: OWNER/NAME
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
+
+Count = Annotated[int, Ge(0)]
+Positive = Annotated[int, Ge(1)]
+Port = Annotated[int, Interval(ge=1, le=65535)]
 
 
 @dataclass(frozen=True)
 class ClusterProfile:
-    """Where and how training Jobs run on a Kubernetes cluster (see backend.runners.kubernetes)."""
+    """Where and how training Jobs run on a Kubernetes cluster (see backend.runners.kubernetes).
+
+    The annotations are the types LFOPS_CLUSTER_PROFILES is checked against (numeric strings such as "8" are
+    taken as numbers). Constructing one in code checks nothing; what only Kubernetes can judge (names, label
+    values) is checked by backend.runners.k8s_manifests.check_profile.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     name: str
     namespace: str = "lfops"
     image: str = "ghcr.io/lfops/train:0.9.5"
-    gpus_per_node: int = 1
-    node_selector: dict = field(default_factory=dict)
-    tolerations: list = field(default_factory=list)
+    gpus_per_node: Count = 1
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
     priority_class: str = ""
     outputs_pvc: str = "lfops-outputs"
     hub_token_secret: str = ""  # name of a Secret with key HF_TOKEN; the token itself never passes through lfops
     kueue_queue: str = ""
-    active_deadline_seconds: int = 7 * 24 * 3600
-    backoff_limit: int = 0
-    ttl_seconds_after_finished: int = 7 * 24 * 3600
-    master_port: int = 29500  # torchrun rendezvous port on pod 0 of a multi-node run
+    active_deadline_seconds: Positive = 7 * 24 * 3600
+    backoff_limit: Count = 0
+    ttl_seconds_after_finished: Positive = 7 * 24 * 3600
+    master_port: Port = 29500  # torchrun rendezvous port on pod 0 of a multi-node run
     service_account: str = ""  # for the training pods (they get no API token either way)
     image_pull_secret: str = ""
-    pod_labels: dict = field(default_factory=dict)  # extra labels/annotations on training pods (cost centre, mesh)
-    pod_annotations: dict = field(default_factory=dict)
+    pod_labels: dict[str, str] = field(default_factory=dict)  # extra labels/annotations on training pods
+    pod_annotations: dict[str, str] = field(default_factory=dict)
     outputs_mount: str = ""  # where this app sees outputs_pvc (e.g. /outputs in its own pod); "" = not readable here
     clone_image: str = ""  # an image with git: clone the config repo at the run's commit (for dataset_dir: data)
     repo_credentials_secret: str = ""  # Secret with key .git-credentials for cloning a private config repo
 
 
+_PROFILE = TypeAdapter(ClusterProfile)
+
+
 def parse_cluster_profiles(raw: str) -> dict[str, ClusterProfile]:
     """LFOPS_CLUSTER_PROFILES: a JSON object of name -> ClusterProfile fields; one-line errors name the profile."""
-    from backend.errors import LfopsError
-
     try:
         doc = json.loads(raw)
     except ValueError as exc:
-        raise LfopsError(f"LFOPS_CLUSTER_PROFILES: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
-        raise LfopsError("LFOPS_CLUSTER_PROFILES: must be a JSON object of profile name -> {field: value}")
-    known = set(ClusterProfile.__dataclass_fields__) - {"name"}
+        raise SettingsError(f"LFOPS_CLUSTER_PROFILES: not valid JSON ({exc})", field="LFOPS_CLUSTER_PROFILES") from None
+    return _profiles(doc)
+
+
+def _profiles(doc: object) -> dict[str, ClusterProfile]:
+    where = "LFOPS_CLUSTER_PROFILES"
+    if not isinstance(doc, dict) or not all(isinstance(v, dict | ClusterProfile) for v in doc.values()):
+        raise SettingsError(f"{where}: must be a JSON object of profile name -> {{field: value}}", field=where)
+    known = {f.name for f in fields(ClusterProfile)} - {"name"}
+    hints = get_type_hints(ClusterProfile, include_extras=True)
+    profiles = {}
     for name, spec in doc.items():
+        if isinstance(spec, ClusterProfile):  # built in code: taken as it is
+            profiles[name] = spec
+            continue
         unknown = sorted(set(spec) - known)
         if unknown:
-            raise LfopsError(f"LFOPS_CLUSTER_PROFILES.{name}: unknown field {unknown[0]!r}")
-    return {name: ClusterProfile(name=name, **spec) for name, spec in doc.items()}
+            raise SettingsError(f"{where}.{name}: unknown field {unknown[0]!r}", field=f"{where}.{name}")
+        try:
+            profiles[name] = _PROFILE.validate_python({**spec, "name": name})
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            attr = str(error["loc"][0])
+            raise _one_line(f"{where}.{name}.{attr}", error, hints[attr], spec.get(attr)) from None
+    return profiles
 
 
-@dataclass(frozen=True)
-class Settings:
-    workspace: Path
-    database_url: str
-    repo_url: str
-    runner: str = "local"
+class Settings(BaseModel):
+    """The app's settings; attribute `x` is variable `LFOPS_X`. Paths below the workspace are properties."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: Path = Field(default_factory=lambda: Path.cwd() / ".lfops")
+    database_url: str = Field("", repr=False)  # default: SQLite in the workspace; may hold a password
+    repo_url: str = Field("", repr=False)  # default: the bare repository `lfops init` makes; may hold a token
+    runner: RunnerName = "local"
     main_branch: str = "main"
     kubeconfig: str = ""
-    cluster_profiles: dict[str, ClusterProfile] = field(default_factory=dict)
+    cluster_profiles: Annotated[dict[str, ClusterProfile], NoDecode] = Field(default_factory=dict)
     trusted_user_header: str = ""  # e.g. X-Forwarded-User when behind oauth2-proxy
     hub_repo: str = ""  # optional Hugging Face Hub repo for registry pushes
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workspace_defaults(cls, values: Any) -> Any:
+        """The workspace is absolute; the database and the config repository default to files inside it."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        ws = Path(values.get("workspace") or Path.cwd() / ".lfops").expanduser().resolve()
+        values["workspace"] = ws
+        values["database_url"] = values.get("database_url") or f"sqlite:///{ws / 'lfops.db'}"
+        values["repo_url"] = values.get("repo_url") or str(ws / "origin.git")
+        return values
+
+    @field_validator("cluster_profiles", mode="before")
+    @classmethod
+    def _parse_profiles(cls, value: Any) -> Any:
+        return parse_cluster_profiles(value) if isinstance(value, str) else _profiles(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            # never the value itself: it may hold a password
+            raise ValueError("not a database URL (e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB)") from None
+        return value
+
+    @field_validator("main_branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        from backend.errors import LfopsError
+        from backend.gitstore import check_branch
+
+        try:
+            return check_branch(value)
+        except LfopsError as exc:
+            raise ValueError(str(exc).removeprefix("branch: ")) from None
+
+    @field_validator("trusted_user_header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if value and not _HEADER_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an HTTP header name")
+        return value
+
+    @field_validator("hub_repo")
+    @classmethod
+    def _hub_repo(cls, value: str) -> str:
+        if value and not HUB_REPO_PATTERN.fullmatch(value):
+            raise ValueError(f"{value!r} must be OWNER/NAME")
+        return value
 
     @property
     def mirror_dir(self) -> Path:
@@ -84,20 +194,76 @@ class Settings:
 
     @classmethod
     def from_env(cls, workspace: str | os.PathLike | None = None) -> Settings:
-        env = os.environ
-        ws = Path(workspace or env.get("LFOPS_WORKSPACE") or Path.cwd() / ".lfops").resolve()
-        profiles = {}
-        raw = env.get("LFOPS_CLUSTER_PROFILES", "")
-        if raw:
-            profiles = parse_cluster_profiles(raw)
-        return cls(
-            workspace=ws,
-            database_url=env.get("LFOPS_DATABASE_URL") or f"sqlite:///{ws / 'lfops.db'}",
-            repo_url=env.get("LFOPS_REPO_URL") or str(ws / "origin.git"),
-            runner=env.get("LFOPS_RUNNER", "local"),
-            main_branch=env.get("LFOPS_MAIN_BRANCH", "main"),
-            kubeconfig=env.get("LFOPS_KUBECONFIG", ""),
-            cluster_profiles=profiles,
-            trusted_user_header=env.get("LFOPS_TRUSTED_USER_HEADER", ""),
-            hub_repo=env.get("LFOPS_HUB_REPO", ""),
-        )
+        """The settings from `LFOPS_*` (environment, `.env`, secrets directory); `workspace` overrides
+        LFOPS_WORKSPACE. A bad value raises SettingsError naming it."""
+        secrets_dir = _secrets_dir()
+        given = {"workspace": workspace} if workspace else {}
+        try:
+            loaded = _FromEnvironment(_secrets_dir=secrets_dir, **given)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            attr = str(error["loc"][0]) if error["loc"] else ""
+            info = cls.model_fields.get(attr)
+            if info is None:
+                raise SettingsError(f"settings: {error['msg']}") from None
+            value = error.get("input") if len(error["loc"]) == 1 else None
+            hint = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            raise _one_line(ENV_PREFIX + attr.upper(), error, hint, value) from None
+        except SourceError as exc:
+            raise SettingsError(f"settings: {str(exc).splitlines()[0]}") from None
+        return cls.model_construct(**{name: getattr(loaded, name) for name in cls.model_fields})
+
+
+class _FromEnvironment(BaseSettings, Settings):
+    """Settings with the sources of `from_env`; other `LFOPS_*` names (LFOPS_USER, ...) belong to others."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+
+def _secrets_dir() -> Path | None:
+    named = os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", "")
+    if named:
+        if not Path(named).is_dir():
+            raise SettingsError(f"{ENV_PREFIX}SECRETS_DIR: {named!r} is not a directory", field="LFOPS_SECRETS_DIR")
+        return Path(named)
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
+# ---- one line per bad value ---------------------------------------------------------------------------------------
+
+# Values never echoed in a message: they may hold credentials.
+_SECRET = {"LFOPS_DATABASE_URL", "LFOPS_REPO_URL"}
+
+
+def _one_line(where: str, error: dict, hint: Any, value: object) -> SettingsError:
+    """`WHERE: must be <what the type says>, got <value>`, or the validator's own reason."""
+    if error["type"] in ("value_error", "assertion_error"):
+        reason = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    else:
+        reason = f"must be {_expected(hint)}"
+        if where not in _SECRET:
+            reason += f", got {value if value is not None else error.get('input')!r}"
+    return SettingsError(f"{where}: {reason}", field=where)
+
+
+def _expected(hint: Any) -> str:
+    """What a type annotation accepts, in words ("an integer >= 1", "an object of string values")."""
+    if get_origin(hint) is Annotated:
+        base, *meta = get_args(hint)
+        bounds = ""
+        for m in meta:
+            if isinstance(m, Interval):
+                bounds = f" from {m.ge} to {m.le}"
+            elif isinstance(m, Ge):
+                bounds = f" >= {m.ge}"
+        return _expected(base) + bounds
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is dict:
+        return "an object of string values" if args[1:] == (str,) else "an object"
+    if origin is list:
+        return "a list of objects" if args and get_origin(args[0]) is dict else "a list"
+    return {int: "an integer", str: "a string", bool: "true or false", Path: "a path"}.get(hint, str(hint))

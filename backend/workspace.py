@@ -110,6 +110,7 @@ class Workspace:
         """Create what is missing of the embedded default; an existing workspace is left as it is."""
         ws = self.settings
         ws.workspace.mkdir(parents=True, exist_ok=True)
+        self.store.upgrade()  # the schema changes only on purpose: here, and in `lfops db upgrade`
         model_dir = ws.models_dir / demo.DEMO_MODEL
         if with_model:
             demo.make_tiny_model(model_dir)

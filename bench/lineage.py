@@ -222,6 +222,7 @@ def load_lfops(url: str, data: Data, workdir: Path) -> tuple[object, float]:
 
     start = time.perf_counter()
     store = Store(url)
+    store.upgrade()
     eng = store.engine
     _insert(
         eng,

@@ -81,8 +81,9 @@ def make_env(template: tuple[Path, dict[str, str]], dest: Path, database_url: st
     mirror = settings.mirror_dir
     subprocess.run(["git", "-C", str(mirror), "remote", "set-url", "origin", settings.repo_url], check=True)
     if database_url:
-        settings = Settings(**{**settings.__dict__, "database_url": database_url})
+        settings = settings.model_copy(update={"database_url": database_url})
         ws = Workspace(settings)
+        ws.store.upgrade()  # a fresh database: the schema is made on purpose, as `lfops db upgrade` does
         from backend.auth import add_user
 
         with ws.store.session() as s:  # same users and passwords as the template

@@ -402,7 +402,6 @@ def test_cli_launch_with_a_profile_runs_on_the_cluster(k8s_ns, env, monkeypatch,
 def test_webui_launch_offers_cluster_profiles_previews_and_launches(k8s_ns, template_workspace, tmp_path):
     """The Train tab's Launch: the admin's cluster profiles are offered, the objects are shown for review, and the
     launch runs as a Job on the real control plane."""
-    import dataclasses
     import os
 
     from tests.conftest import make_env
@@ -410,8 +409,8 @@ def test_webui_launch_offers_cluster_profiles_previews_and_launches(k8s_ns, temp
     from tests.webui_fixtures import build_in_process, plain, request_for
 
     env = make_env(template_workspace, tmp_path / "ws")
-    settings = dataclasses.replace(
-        env.ws.settings, kubeconfig=k8s_ns.cluster.kubeconfig, cluster_profiles={"gpu": k8s_ns.profile(name="gpu")}
+    settings = env.ws.settings.model_copy(
+        update={"kubeconfig": k8s_ns.cluster.kubeconfig, "cluster_profiles": {"gpu": k8s_ns.profile(name="gpu")}}
     )
     env.ws.settings = settings
     cwd = os.getcwd()

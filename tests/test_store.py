@@ -16,6 +16,7 @@ from backend.store.models import AuditEvent, User
 def store(request, tmp_path):
     url = request.getfixturevalue("pg_database") if request.param == "postgresql" else f"sqlite:///{tmp_path}/s.db"
     s = Store(url)
+    s.upgrade()
     yield s
     s.dispose()
 
@@ -34,7 +35,7 @@ def test_migrations_create_every_table(store):
         "audit_events",
         "alembic_version",
     } <= tables
-    Store(store.url)  # upgrading an up-to-date database is a no-op
+    Store(store.url).upgrade()  # upgrading an up-to-date database is a no-op
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):
@@ -83,7 +84,7 @@ def test_a_failed_transaction_leaves_no_trace(store):
 
 def test_unreachable_database_is_a_clear_error_without_the_password():
     with pytest.raises(StoreUnavailable) as info:
-        Store("postgresql+psycopg://app:hunter2@127.0.0.1:1/db")
+        Store("postgresql+psycopg://app:hunter2@127.0.0.1:1/db").upgrade()
     message = str(info.value)
     assert "unreachable" in message and "hunter2" not in message and "127.0.0.1:1" in message
     assert "hunter2" not in redact_url("postgresql://app:hunter2@h/db")

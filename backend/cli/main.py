@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 
-from backend.cli import cluster, config, lineage, log, registry, review, runs, save, user, validate, workspace
+from backend.cli import cluster, config, db, lineage, log, registry, review, runs, save, user, validate, workspace
 from backend.cli.common import Register
 from backend.errors import LfopsError
 
@@ -23,6 +23,7 @@ PLUGINS = None
 # The command groups in the order `lfops --help` lists them.
 COMMANDS: tuple[Register | None, ...] = (
     workspace.register,
+    db.register,
     validate.register,
     save.register,
     review.register,

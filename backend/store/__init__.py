@@ -1,11 +1,15 @@
-"""The SQL metadata store: an engine, sessions, and Alembic migrations shipped with the package."""
+"""The SQL metadata store: an engine, sessions, and Alembic migrations shipped with the package (run on purpose)."""
 
 from __future__ import annotations
 
+import fcntl
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
@@ -37,10 +41,48 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
     cur.close()
 
 
-class Store:
-    """Owns the engine and hands out sessions; `upgrade()` brings the schema to the newest migration."""
+# Any fixed number: PostgreSQL keys advisory locks per database, so it only has to differ from other advisory
+# locks taken in lfops' own database.
+_UPGRADE_LOCK_KEY = 0x1F0B5_5C4E
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+
+def _alembic_config() -> Any:
+    """A fresh Alembic config per use: an upgrade hands it its connection, so it is never shared."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _migrations() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+def required_revision() -> str:
+    """The schema revision this lfops needs: the newest migration shipped with it."""
+    return ",".join(sorted(_migrations().get_heads()))
+
+
+def _is_known(revision: str) -> bool:
+    """Whether every head in `revision` is a migration this lfops ships (else a newer lfops wrote it)."""
+    from alembic.util import CommandError
+
+    try:
+        return all(_migrations().get_revision(r) is not None for r in revision.split(","))
+    except CommandError:
+        return False
+
+
+class Store:
+    """Owns the engine and hands out sessions. Opening one neither connects nor migrates: the first session checks
+    that the schema is the one this lfops needs, and only `upgrade()` (`lfops db upgrade`, `lfops init`, the WebUI
+    start) changes it."""
+
+    def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict = {"future": True}
         if url.startswith("sqlite"):
@@ -56,8 +98,8 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        if upgrade:
-            self.upgrade()
+        self._schema_ok = False
+        self._schema_lock = threading.Lock()
 
     def check(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
@@ -67,20 +109,76 @@ class Store:
         except OperationalError as exc:
             raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {_first_line(exc)}") from None
 
-    def upgrade(self) -> None:
+    def schema_revision(self) -> str:
+        """The schema revision the database is at ("" for a database lfops never upgraded)."""
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            with self.engine.connect() as conn:
+                return ",".join(sorted(MigrationContext.configure(conn).get_current_heads()))
+        except OperationalError as exc:
+            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {_first_line(exc)}") from None
+
+    def require_current_schema(self) -> None:
+        """Raise StoreUnavailable, saying what to run, unless the schema is exactly the one this lfops needs."""
+        with self._schema_lock:
+            if self._schema_ok:
+                return
+            current, needed = self.schema_revision(), required_revision()
+            if current != needed:
+                if current and not _is_known(current):
+                    raise StoreUnavailable(
+                        f"database schema is at {current}, which this lfops does not know (it needs {needed}): "
+                        "the database was upgraded by a newer lfops; upgrade lfops"
+                    )
+                raise StoreUnavailable(
+                    f"database schema is at {current or 'none (empty database)'}, lfops needs {needed}: "
+                    "run `lfops db upgrade`"
+                )
+            self._schema_ok = True
+
+    def upgrade(self) -> tuple[str, str]:
+        """Bring the schema to the newest migration; returns (revision before, revision after).
+
+        Safe when several processes upgrade at once: on PostgreSQL the migration runs in one transaction that first
+        takes an advisory lock (a second upgrader waits, then finds nothing to do); on SQLite a lock file next to the
+        database serialises upgraders on this host (the only place a SQLite file can be shared).
+        """
         from alembic import command
-        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
 
         self.check()
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self.engine.begin() as conn:
+        with self._upgrade_lock(), self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
+            before = ",".join(sorted(MigrationContext.configure(conn).get_current_heads()))
+            cfg = _alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        after = self.schema_revision()
+        with self._schema_lock:
+            self._schema_ok = after == required_revision()
+        return before, after
+
+    @contextmanager
+    def _upgrade_lock(self) -> Iterator[None]:
+        """A cross-process lock for SQLite upgrades (a file beside the database); nothing for other databases."""
+        database = make_url(self.url).database if self.url.startswith("sqlite") else None
+        if not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(database).with_name(Path(database).name + ".upgrade-lock")
+        with open(lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back on any error."""
+        self.require_current_schema()
         try:
             with self._sessions() as session, session.begin():
                 yield session
