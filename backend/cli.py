@@ -216,7 +216,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         if not settings.cluster_profiles:
             print("no cluster profiles configured (LFOPS_CLUSTER_PROFILES, see docs/cluster.md)")
             return 0
-        from backend.runners.k8s_manifests import check_profile
+        from backend.runners.kubernetes.manifests import check_profile
 
         bad = 0
         for p in settings.cluster_profiles.values():
