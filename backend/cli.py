@@ -230,7 +230,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     ws = _workspace(args)
     resources = Resources(gpus_per_node=args.gpus, nodes=args.nodes, profile=args.profile or "")
-    print(ws.runs.preview(args.target, args.config, resources), end="")
+    print(ws.runs.preview(args.target, args.config, resources, runner="kubernetes"), end="")
     return 0
 
 

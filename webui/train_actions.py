@@ -26,10 +26,16 @@ def _resources(profile: str | None, gpus: float | None, nodes: float | None) -> 
     """The launch form's Where/GPUs/Nodes; on this machine GPUs and nodes do not apply."""
     if not profile:
         return Resources()
-    gpus, nodes = int(gpus if gpus is not None else 1), int(nodes if nodes is not None else 1)
-    if gpus < 0 or nodes < 1:
-        raise LfopsError("GPUs per node must be 0 or more and nodes 1 or more")
-    return Resources(gpus_per_node=gpus, nodes=nodes, profile=profile)
+    return Resources.from_user(
+        gpus_per_node=gpus, nodes=nodes, profile=profile, names={"gpus_per_node": "GPUs per node", "nodes": "Nodes"}
+    )
+
+
+def _form_problems(exc: LfopsError) -> list[str]:
+    """A form field's problems as sentences ("GPUs per node must be 0 or more"); other errors as they are."""
+    if isinstance(exc, ValidationFailed):
+        return [f"{p.field} {p.reason}" for p in exc.problems]
+    return [str(exc)]
 
 
 class TrainActions:
@@ -144,7 +150,7 @@ class TrainActions:
         try:
             resources = _resources(profile, gpus, nodes)
         except LfopsError as exc:
-            return error_md("Not launched", [str(exc)])
+            return error_md("Not launched", _form_problems(exc))
         return self._launch(request, int(cr_id), resources=resources)
 
     def on_preview(
