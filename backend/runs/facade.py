@@ -11,18 +11,17 @@ monitor     RunMonitor: the background thread that advances runs
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from backend.auth import Actor
 from backend.gitstore import GitStore
-from backend.runners.base import Resources, Runner
+from backend.runners.base import Runner
 from backend.runs.launching import Launcher
 from backend.runs.monitor import RunMonitor
-from backend.runs.policy import LaunchPolicy, LaunchTarget
-from backend.runs.queries import RunQueries, RunView
+from backend.runs.policy import LaunchPolicy
+from backend.runs.queries import RunQueries
 from backend.runs.runner_set import RunnerSet
-from backend.runs.tracking import Progress, Tracker
+from backend.runs.tracking import Tracker
 from backend.store import Store
 
 if TYPE_CHECKING:
@@ -30,6 +29,10 @@ if TYPE_CHECKING:
 
 
 class Runs:
+    """The verbs on runs, each served by the part that owns it (bound in __init__, so a verb's signature and its
+    documentation live in one place: resolve/refusal in LaunchPolicy, launch/preview/reproduce in Launcher,
+    advance/advance_run/wait/cancel in Tracker, get/list/metrics/logs in RunQueries)."""
+
     def __init__(
         self,
         store: Store,
@@ -49,6 +52,20 @@ class Runs:
         self._monitor: RunMonitor | None = None
         self._monitor_lock = threading.Lock()
 
+        self.resolve = self.policy.resolve
+        self.refusal = self.policy.refusal
+        self.launch = self.launcher.launch
+        self.preview = self.launcher.preview
+        self.reproduce = self.launcher.reproduce
+        self.advance = self.tracker.advance
+        self.advance_run = self.tracker.advance_run
+        self.wait = self.tracker.wait
+        self.cancel = self.tracker.cancel
+        self.get = self.queries.get
+        self.list = self.queries.list
+        self.metrics = self.queries.metrics
+        self.logs = self.queries.logs
+
     @property
     def runner(self) -> Runner:
         """The default runner: launches without a cluster profile go here."""
@@ -58,56 +75,11 @@ class Runs:
         """The runner a run was launched on (each run row names its backend); made on first use."""
         return self.runners.get(backend)
 
-    # ---- policy and launch --------------------------------------------------------------------------------------
-
-    def resolve(self, target: int | str, config_path: str | None = None) -> LaunchTarget:
-        return self.policy.resolve(target, config_path)
-
-    def refusal(self, target: LaunchTarget) -> str | None:
-        return self.policy.refusal(target)
-
-    def launch(
-        self,
-        actor: Actor,
-        target: int | str,
-        config_path: str | None = None,
-        override_reason: str | None = None,
-        resources: Resources | None = None,
-        reproduces_run_id: int | None = None,
-    ) -> RunView:
-        return self.launcher.launch(actor, target, config_path, override_reason, resources, reproduces_run_id)
-
-    def preview(
-        self,
-        target: int | str,
-        config_path: str | None = None,
-        resources: Resources | None = None,
-        runner: str | None = None,
-    ) -> str:
-        return self.launcher.preview(target, config_path, resources, runner)
-
-    def reproduce(self, actor: Actor, model: str, override_reason: str | None = None) -> RunView:
-        return self.launcher.reproduce(actor, model, override_reason)
-
-    # ---- tracking -----------------------------------------------------------------------------------------------
-
-    def advance(self) -> list[int]:
-        return self.tracker.advance()
-
-    def advance_run(self, run_id: int) -> Progress:
-        return self.tracker.advance_run(run_id)
-
-    def wait(self, actor: Actor, run_id: int, timeout: float | None = None, poll: float = 0.5) -> RunView:
-        return self.tracker.wait(actor, run_id, timeout, poll)
-
-    def cancel(self, actor: Actor, run_id: int) -> RunView:
-        return self.tracker.cancel(actor, run_id)
-
     def start_monitor(self, interval: float = 1.0) -> RunMonitor:
         """The background thread that advances runs (one per Runs; starting it twice returns the same one)."""
         with self._monitor_lock:
             if self._monitor is None or not self._monitor.alive:
-                self._monitor = RunMonitor(self, interval)
+                self._monitor = RunMonitor(self.tracker, interval)
                 self._monitor.start()
             return self._monitor
 
@@ -121,43 +93,3 @@ class Runs:
         """Stop the monitor and close the runners (watch threads, connections); the runs themselves go on."""
         self.stop_monitor()
         self.runners.close()
-
-    # ---- reading ------------------------------------------------------------------------------------------------
-
-    def get(self, actor: Actor, run_id: int) -> RunView:
-        return self.queries.get(actor, run_id)
-
-    def list(
-        self,
-        actor: Actor,
-        *,
-        status: str | None = None,
-        commit: str | None = None,
-        config: str | None = None,
-        config_hash: str | None = None,
-        dataset_version: str | None = None,
-        submitted_by: str | None = None,
-        change_request: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[RunView]:
-        return self.queries.list(
-            actor,
-            status=status,
-            commit=commit,
-            config=config,
-            config_hash=config_hash,
-            dataset_version=dataset_version,
-            submitted_by=submitted_by,
-            change_request=change_request,
-            limit=limit,
-            offset=offset,
-        )
-
-    def metrics(
-        self, actor: Actor, run_id: int, keys: tuple[str, ...] = ("loss",)
-    ) -> dict[str, list[tuple[int, float]]]:
-        return self.queries.metrics(actor, run_id, keys)
-
-    def logs(self, actor: Actor, run_id: int, follow: bool = False) -> Iterator[str]:
-        return self.queries.logs(actor, run_id, follow)
