@@ -116,6 +116,14 @@ def test_user_values_are_converted_once():
             ["resources.cpu: 'NaN' is not a Kubernetes quantity (e.g. 8, 500m, 64Gi)"],
         ),
         (
+            {"gpus_per_node": "eight", "memory": "abc", "profile": "p"},
+            None,
+            [
+                "resources.gpus_per_node: 'eight' is not a whole number",
+                "resources.memory: 'abc' is not a Kubernetes quantity (e.g. 8, 500m, 64Gi)",
+            ],
+        ),
+        (
             {"gpus_per_node": -2, "nodes": 0, "profile": "p"},
             {"gpus_per_node": "GPUs per node", "nodes": "Nodes"},
             ["GPUs per node: must be 0 or more", "Nodes: must be at least 1"],

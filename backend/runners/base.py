@@ -76,10 +76,9 @@ class Resources:
             memory=_text(memory),
             profile=profile_text,
         )
-        if not problems:
-            problems = resources.problems(names)
-            if isinstance(resources.nodes, int) and resources.nodes > 1 and not profile_text:
-                problems.append(Problem(names["nodes"], f"more than 1 needs a cluster profile ({names['profile']})"))
+        problems += resources.problems(names)  # a value _whole refused stands as its (valid) default here
+        if resources.nodes > 1 and not profile_text:
+            problems.append(Problem(names["nodes"], f"more than 1 needs a cluster profile ({names['profile']})"))
         if problems:
             raise ValidationFailed(problems)
         return resources

@@ -44,8 +44,6 @@ from backend.runners import lfprocess
 from backend.runners.base import Runner, RunSpec, RunState, RunStatus
 from backend.runners.lfprocess import failure_reason, llamafactory_cli
 
-__all__ = ["LocalRunner", "external_id_for", "failure_reason", "group_members", "llamafactory_cli"]
-
 _ID_RE = re.compile(r"^run-\d{6,}$")
 _MARKER = "LFOPS_RUN_DIR"
 
