@@ -13,6 +13,7 @@ import io
 import os
 import re
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -30,6 +31,11 @@ from backend.errors import Conflict, GitFailure, LfopsError
 _CRED_RE = re.compile(r"(//[^/@\s:]+):[^@\s/]+@")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ZERO = "0" * 40
+
+
+def _git_env(env: dict | None = None) -> dict[str, str]:
+    """Every git subprocess: never prompts for credentials, messages in English for matching."""
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
 
 
 def redact(text: str) -> str:
@@ -222,6 +228,43 @@ class GitStore:
     def read(self, commit: str, path: str) -> bytes | None:
         return self.files(commit).read(path)
 
+    def extract(self, commit: str, dest: Path, path: str = "", regular_files_only: bool = False) -> None:
+        """The files of `commit` (or of its folder `path`, then relative to that folder) written under `dest`,
+        streamed from `git archive`: the one way lfops gets a commit's files onto disk, never a shared working copy.
+
+        Tar's "data" filter refuses absolute paths, links out of `dest` and device files; `regular_files_only` leaves
+        out links as well.
+        """
+        treeish = f"{commit}:{path.strip('/')}" if path.strip("/") else commit
+        dest.mkdir(parents=True, exist_ok=True)
+
+        def keep(member: tarfile.TarInfo, where: str) -> tarfile.TarInfo | None:
+            if regular_files_only and not (member.isfile() or member.isdir()):
+                return None
+            return tarfile.data_filter(member, where)
+
+        proc = subprocess.Popen(
+            ["git", "-C", str(self.mirror_dir), "archive", "--format=tar", treeish],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_git_env(),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        unpacked: tarfile.TarError | None = None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                tar.extractall(dest, filter=keep)  # noqa: S202 - keep() applies tar's "data" filter to each member
+        except tarfile.TarError as exc:  # an empty stream when git failed, or a member the filter refused
+            unpacked = exc
+        finally:
+            proc.stdout.close()
+        stderr = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            last = stderr.splitlines()[-1] if stderr else "no output"
+            raise GitFailure(f"git archive {treeish} failed: {redact(last)}")
+        if unpacked is not None:
+            raise GitFailure(f"git archive {treeish}: {unpacked}")
+
     def diff(self, base: str, head: str, path: str) -> str:
         """The change `head` makes to `path` since its merge base with `base` (what a reviewer reads)."""
         return self.git("diff", "--no-color", "--no-ext-diff", f"{base}...{head}", "--", path)
@@ -359,8 +402,7 @@ def _git_proc(
     args: list[str], *, env: dict | None = None, input: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Every `git` subprocess: never prompts for credentials, messages in English for matching."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-    return subprocess.run(["git", *args], input=input, capture_output=True, env=full_env)
+    return subprocess.run(["git", *args], input=input, capture_output=True, env=_git_env(env))
 
 
 def init_origin(path: Path, files: dict[str, str], identity: Identity, main_branch: str = "main") -> str:

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from sqlalchemy.orm import Session
 
 from backend import approvals, audit, yamlio
 from backend.auth import Actor, require
-from backend.errors import Conflict, LfopsError, NotFound
+from backend.errors import Conflict, LfopsError, NotFound, TimedOut
+from backend.runners import lfprocess
 from backend.runners.base import RunState
 from backend.settings import HUB_REPO_PATTERN, Settings
 from backend.store import Store
@@ -379,25 +379,13 @@ class Registry:
             with tempfile.TemporaryDirectory(prefix="lfops-export-") as tmp:
                 yaml_path = Path(tmp) / "export.yaml"
                 yaml_path.write_text(yamlio.dump(args))
-                from backend.runners.local import failure_reason, llamafactory_cli
-
-                env = {k: v for k, v in os.environ.items() if not k.startswith("LFOPS_")}
                 log_path = Path(tmp) / "export.log"
-                with open(log_path, "wb") as log:
-                    try:
-                        code = subprocess.run(
-                            [str(llamafactory_cli()), "export", str(yaml_path)],
-                            cwd=tmp,
-                            env=env,
-                            stdin=subprocess.DEVNULL,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                            timeout=timeout_s,
-                        ).returncode
-                    except subprocess.TimeoutExpired:
-                        raise LfopsError(f"export of {parent.ref} took longer than {timeout_s:g} s") from None
+                try:
+                    code = lfprocess.run("export", yaml_path, cwd=Path(tmp), log_path=log_path, timeout_s=timeout_s)
+                except TimedOut:
+                    raise TimedOut(f"export of {parent.ref} took longer than {timeout_s:g} s") from None
                 if code != 0 or not (staging / "config.json").exists():
-                    raise LfopsError(f"export of {parent.ref} failed: {failure_reason(log_path, code)}")
+                    raise LfopsError(f"export of {parent.ref} failed: {lfprocess.failure_reason(log_path, code)}")
             facts = {
                 k: v
                 for k, v in parent_manifest.items()

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes import client  # noqa: E402
 
-from backend.runners import k8s_manifests as km  # noqa: E402
 from backend.runners.base import Resources, RunSpec, RunStatus  # noqa: E402
 from backend.runners.kubernetes import KubernetesRunner, NamespaceWatcher, make_api_client  # noqa: E402
+from backend.runners.kubernetes import manifests as km  # noqa: E402
 from backend.settings import ClusterProfile  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

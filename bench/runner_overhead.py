@@ -3,7 +3,8 @@
 
 The lfops side is the whole path a user waits for: policy check, `git archive` of the commit, the detached process,
 completion seen by the tracker (polled every 50 ms), final metrics stored and the model registered. The direct side
-is `llamafactory-cli train` started with subprocess.run on an already extracted checkout.
+is `llamafactory-cli train` waited for as a plain child (backend.runners.lfprocess.run: the same environment, no
+detaching, no tracking) on an already extracted checkout.
 
     .venv/bin/python bench/runner_overhead.py [--repeats 3] [--warmup 1] [--max-samples 64]
 """
@@ -15,9 +16,7 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend import yamlio  # noqa: E402
 from backend.config import TrainConfig  # noqa: E402
-from backend.runners.local import llamafactory_cli  # noqa: E402
+from backend.runners import lfprocess  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.workspace import Workspace  # noqa: E402
 
@@ -51,27 +50,15 @@ def direct_once(ws: Workspace, commit: str, work: Path) -> float:
     if work.exists():
         shutil.rmtree(work)
     checkout = work / "checkout"
-    checkout.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ws.repo.mirror_dir), "archive", "--format=tar", commit], check=True, capture_output=True
-    ).stdout
-    tar_path = work / "c.tar"
-    tar_path.write_bytes(archive)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(checkout, filter="data")
+    ws.repo.extract(commit, checkout)
     args = yamlio.load_mapping(TrainConfig.parse(ws.repo.read(commit, "configs/bench.yaml")).training_yaml())
     args["output_dir"] = str(work / "output")
     (work / "train.yaml").write_text(yamlio.dump(args))
-    with open(work / "train.log", "wb") as log:
-        cpu0, start = children_cpu(), time.perf_counter()
-        subprocess.run(
-            [str(llamafactory_cli()), "train", str(work / "train.yaml")],
-            cwd=checkout,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
-        return time.perf_counter() - start, children_cpu() - cpu0
+    cpu0, start = children_cpu(), time.perf_counter()
+    code = lfprocess.run("train", work / "train.yaml", cwd=checkout, log_path=work / "train.log", timeout_s=3600)
+    if code != 0:
+        raise SystemExit(f"direct training failed: {lfprocess.failure_reason(work / 'train.log', code)}")
+    return time.perf_counter() - start, children_cpu() - cpu0
 
 
 def children_cpu() -> float:

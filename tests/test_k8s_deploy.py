@@ -17,8 +17,9 @@ import pytest
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 
+from backend.errors import ClusterError
 from backend.runners.base import Resources, RunSpec, RunState
-from backend.runners.kubernetes import ClusterError, KubernetesRunner
+from backend.runners.kubernetes import KubernetesRunner
 from backend.settings import ClusterProfile
 from tests.k8s_fixtures import (
     ROOT,
@@ -106,7 +107,7 @@ def test_overlays_build_the_app_with_least_privilege_and_secret_references_only(
 
 
 def test_shipped_cluster_profiles_are_valid_profiles(built):
-    from backend.runners.k8s_manifests import check_profile
+    from backend.runners.kubernetes.manifests import check_profile
 
     data = by_kind(built["sqlite"])["ConfigMap/lfops-settings"]["data"]
     profiles = json.loads(data["LFOPS_CLUSTER_PROFILES"])

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from backend.errors import ValidationFailed
-from backend.runners import k8s_manifests as km
 from backend.runners.base import Resources, RunSpec
 from backend.runners.kubernetes import KubernetesRunner
+from backend.runners.kubernetes import manifests as km
 from backend.settings import ClusterProfile, Settings
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

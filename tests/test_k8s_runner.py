@@ -13,10 +13,10 @@ import uuid
 import pytest
 from kubernetes import client
 
-from backend.errors import Conflict, LfopsError, ValidationFailed
-from backend.runners import k8s_manifests as km
+from backend.errors import ClusterUnreachable, Conflict, LfopsError, ValidationFailed
 from backend.runners.base import Resources, RunSpec, RunState
-from backend.runners.kubernetes import ClusterUnreachable, KubernetesRunner
+from backend.runners.kubernetes import KubernetesRunner
+from backend.runners.kubernetes import manifests as km
 from tests.k8s_fixtures import (
     TRAINING_LOG,
     FlakyProxy,

@@ -34,10 +34,13 @@ def invalid(field: str, reason: str) -> ValidationFailed:
     return ValidationFailed([Problem(field, reason)])
 
 
-def problems(exc: BaseException, where: str = "") -> list[str]:
-    """The lines a user reads about `exc`. An unexpected error is logged here, the only place, and shown generically."""
+def problems(exc: BaseException, where: str = "", sentences: bool = False) -> list[str]:
+    """The lines a user reads about `exc`. An unexpected error is logged here, the only place, and shown generically.
+
+    `sentences` writes a form field's problem as a sentence ("GPUs per node must be 0 or more") instead of
+    "field: reason", for forms whose labels read as the subject of the reason."""
     if isinstance(exc, ValidationFailed) and exc.problems:
-        return [str(p) for p in exc.problems]
+        return [f"{p.field} {p.reason}" if sentences else str(p) for p in exc.problems]
     if isinstance(exc, LfopsError):
         return [str(exc)]
     reference = secrets.token_hex(4)
@@ -45,7 +48,7 @@ def problems(exc: BaseException, where: str = "") -> list[str]:
     return [f"unexpected error on the server (reference {reference}); it is logged for the admins, try again later"]
 
 
-def shows_errors(render: Render) -> Callable[[Callable[P, T]], Callable[P, T]]:
+def shows_errors(render: Render, sentences: bool = False) -> Callable[[Callable[P, T]], Callable[P, T]]:
     """Decorate an event handler: whatever it raises becomes `render(lines, **its_arguments)`, its outputs.
 
     The wrapper keeps the handler's name and signature, so Gradio still passes `gr.Request` and names the API route.
@@ -61,7 +64,7 @@ def shows_errors(render: Render) -> Callable[[Callable[P, T]], Callable[P, T]]:
             except Exception as exc:  # noqa: BLE001 - the one place where handlers' errors are shown
                 bound = signature.bind_partial(*args, **kwargs)
                 bound.apply_defaults()
-                return render(problems(exc, handler.__qualname__), **bound.arguments)
+                return render(problems(exc, handler.__qualname__, sentences), **bound.arguments)
 
         return run
 

@@ -14,7 +14,7 @@ from backend.review_status import ChangeRequestStatus
 from backend.runners.base import Resources
 from webui import llamaboard as lb
 from webui.context import AppContext
-from webui.errors import as_message, invalid, shows_errors
+from webui.errors import as_message, invalid, problems, shows_errors
 from webui.render import error_md, md_code, md_text
 
 if TYPE_CHECKING:
@@ -28,10 +28,14 @@ def _resources(profile: str | None, gpus: float | None, nodes: float | None) -> 
     """The launch form's Where/GPUs/Nodes; on this machine GPUs and nodes do not apply."""
     if not profile:
         return Resources()
-    gpus, nodes = int(gpus if gpus is not None else 1), int(nodes if nodes is not None else 1)
-    if gpus < 0 or nodes < 1:
-        raise LfopsError("GPUs per node must be 0 or more and nodes 1 or more")
-    return Resources(gpus_per_node=gpus, nodes=nodes, profile=profile)
+    return Resources.from_user(
+        gpus_per_node=gpus, nodes=nodes, profile=profile, names={"gpus_per_node": "GPUs per node", "nodes": "Nodes"}
+    )
+
+
+def _form_problems(exc: LfopsError) -> list[str]:
+    """A form field's problems as sentences ("GPUs per node must be 0 or more"); other errors as they are."""
+    return problems(exc, sentences=True)
 
 
 class TrainActions:
@@ -139,7 +143,7 @@ class TrainActions:
             return choices, "Nothing to launch yet: no change request has been approved and merged."
         return choices, ""
 
-    @shows_errors(as_message("Not launched"))
+    @shows_errors(as_message("Not launched"), sentences=True)
     def on_launch(
         self, cr_id: int | None, profile: str = "", gpus: float = 1, nodes: float = 1, request: gr.Request = None
     ) -> str:

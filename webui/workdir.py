@@ -7,11 +7,9 @@ main, so LlamaBoard's dataset dropdown lists exactly the datasets a saved config
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import stat
-import tarfile
 import threading
 from pathlib import Path
 
@@ -79,12 +77,7 @@ class Workdir:
         files = self.ws.repo.files(commit).list_files(DATA)
         if not files:
             return
-        archive = self.ws.repo.git_bytes("archive", "--format=tar", commit, DATA)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.startswith(f"{DATA}/"):
-                    member.name = member.name[len(DATA) + 1 :]
-                    tar.extract(member, dest, filter="data")
+        self.ws.repo.extract(commit, dest, DATA, regular_files_only=True)
 
 
 def _read_only(path: Path) -> None:

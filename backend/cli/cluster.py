@@ -16,7 +16,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         if not settings.cluster_profiles:
             print("no cluster profiles configured (LFOPS_CLUSTER_PROFILES, see docs/cluster.md)")
             return 0
-        from backend.runners.k8s_manifests import check_profile
+        from backend.runners.kubernetes.manifests import check_profile
 
         bad = 0
         for p in settings.cluster_profiles.values():
@@ -30,7 +30,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     resources = Resources(gpus_per_node=args.gpus, nodes=args.nodes, profile=args.profile or "")
-    print(ws.runs.preview(args.target, args.config, resources), end="")
+    print(ws.runs.preview(args.target, args.config, resources, runner="kubernetes"), end="")
     return 0
 
 

@@ -59,10 +59,12 @@ def launch_resources(args: argparse.Namespace, ws: Workspace) -> Resources:
     if args.profile and args.profile not in ws.settings.cluster_profiles:
         known = ", ".join(sorted(ws.settings.cluster_profiles)) or "none configured (LFOPS_CLUSTER_PROFILES)"
         raise LfopsError(f"profile: {args.profile!r} is not a cluster profile; known: {known}")
-    gpus = args.gpus if args.gpus is not None else (1 if args.profile else 0)
-    if gpus < 0 or args.nodes < 1 or (args.nodes > 1 and not args.profile):
-        raise LfopsError("gpus/nodes: --gpus must be >= 0, --nodes >= 1, and several nodes need --profile")
-    return Resources(gpus_per_node=gpus, nodes=args.nodes, profile=args.profile or "")
+    return Resources.from_user(
+        gpus_per_node=args.gpus,
+        nodes=args.nodes,
+        profile=args.profile,
+        names={"gpus_per_node": "--gpus", "nodes": "--nodes", "profile": "--profile"},
+    )
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """The runner interface: every backend (local process, Kubernetes) offers the same verbs.
 
 Modelled on Kubeflow Trainer SDK's `backends/base.py`: submit a spec, get an id; then status, logs, cancel, wait.
+`preview` shows what a submit would do before anything starts; `close` releases what the runner holds in the app.
+`Resources` checks what a user asks for once, for the CLI, the WebUI and the manifests.
 A runner only runs things; the policy (approved, merged commits only) and the run records live in backend.runs.
 """
 
@@ -8,10 +10,13 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from backend.errors import TimedOut
+from backend.adaptors import kubernetes as k8s
+from backend.errors import Problem, TimedOut, ValidationFailed
 
 
 class RunState(enum.StrEnum):
@@ -28,13 +33,109 @@ class RunState(enum.StrEnum):
         return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST)
 
 
+# Resources as the user sees them: the manifests' own names by default; the CLI and the WebUI pass their labels.
+RESOURCE_FIELDS = ("gpus_per_node", "nodes", "cpu", "memory", "profile")
+DEFAULT_NAMES = {name: f"resources.{name}" for name in RESOURCE_FIELDS}
+_WHOLE_NUMBER = re.compile(r"^[+-]?\d+$")
+
+
 @dataclass(frozen=True)
 class Resources:
+    """What one run asks for. Build it from user input with `from_user`, which checks every field once for the CLI,
+    the WebUI and the manifests alike."""
+
     gpus_per_node: int = 0
     nodes: int = 1
     cpu: str = ""
     memory: str = ""
     profile: str = ""  # a named cluster profile in Settings.cluster_profiles (Kubernetes only)
+
+    @classmethod
+    def from_user(
+        cls,
+        *,
+        gpus_per_node: object = None,
+        nodes: object = None,
+        cpu: object = None,
+        memory: object = None,
+        profile: object = None,
+        names: Mapping[str, str] | None = None,
+    ) -> Resources:
+        """Resources from form or command-line values (ints, whole floats, strings of digits; None: the default).
+
+        GPUs default to 1 on a cluster profile and 0 on this machine; several nodes need a profile. Raises
+        ValidationFailed naming every bad field as `names` spells it (e.g. {"gpus_per_node": "--gpus"}).
+        """
+        names = {**DEFAULT_NAMES, **(names or {})}
+        problems: list[Problem] = []
+        profile_text = _text(profile)
+        resources = cls(
+            gpus_per_node=_whole(gpus_per_node, 1 if profile_text else 0, names["gpus_per_node"], problems),
+            nodes=_whole(nodes, 1, names["nodes"], problems),
+            cpu=_text(cpu),
+            memory=_text(memory),
+            profile=profile_text,
+        )
+        problems += resources.problems(names)  # a value _whole refused stands as its (valid) default here
+        if resources.nodes > 1 and not profile_text:
+            problems.append(Problem(names["nodes"], f"more than 1 needs a cluster profile ({names['profile']})"))
+        if problems:
+            raise ValidationFailed(problems)
+        return resources
+
+    def problems(self, names: Mapping[str, str] | None = None) -> list[Problem]:
+        """What is wrong with these values (none when they are fine); the manifests check a RunSpec's with this."""
+        names = {**DEFAULT_NAMES, **(names or {})}
+        problems = []
+        if not _is_int(self.gpus_per_node):
+            problems.append(Problem(names["gpus_per_node"], f"{self.gpus_per_node!r} is not a whole number"))
+        elif self.gpus_per_node < 0:
+            problems.append(Problem(names["gpus_per_node"], "must be 0 or more"))
+        if not _is_int(self.nodes):
+            problems.append(Problem(names["nodes"], f"{self.nodes!r} is not a whole number"))
+        elif self.nodes < 1:
+            problems.append(Problem(names["nodes"], "must be at least 1"))
+        for attr in ("cpu", "memory"):
+            value = getattr(self, attr)
+            if not value:
+                continue  # not requested
+            quantity = _quantity(value)
+            if quantity is None:
+                problems.append(Problem(names[attr], f"{value!r} is not a Kubernetes quantity (e.g. 8, 500m, 64Gi)"))
+            elif quantity <= 0:
+                problems.append(Problem(names[attr], f"{value!r} must be more than 0"))
+        return problems
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _whole(value: object, default: int, name: str, problems: list[Problem]) -> int:
+    """A whole number from a form (Gradio's Number gives floats) or a command line (strings); None: the default."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if _is_int(value):
+        return value  # type: ignore[return-value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _WHOLE_NUMBER.match(value.strip()):
+        return int(value.strip())
+    problems.append(Problem(name, f"{value!r} is not a whole number"))
+    return default
+
+
+def _quantity(value: object) -> Decimal | None:
+    """The number a Kubernetes quantity stands for (kubernetes' own parser); None when it is not a finite one."""
+    try:
+        quantity = k8s.parse_quantity(str(value).strip())
+    except (ValueError, ArithmeticError):
+        return None
+    return quantity if quantity.is_finite() else None
 
 
 @dataclass(frozen=True)
@@ -75,6 +176,14 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def cancel(self, external_id: str, reason: str = "cancelled") -> None:
         """End the run and everything it started; `reason` is what its status reports afterwards."""
+
+    @abc.abstractmethod
+    def preview(self, spec: RunSpec) -> str:
+        """What submitting `spec` would do, as YAML for a reviewer; starts nothing and changes nothing."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what this runner holds in the app (watch threads, connections, process handles); runs go on."""
 
     def output_dir(self, external_id: str) -> str:
         """Where the run's LLaMA-Factory output_dir can be read on this machine ("" if it cannot, yet).

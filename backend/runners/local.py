@@ -11,10 +11,10 @@ A run directory holds everything about one run, so the app can die and come back
       exit_code       written by the wrapper shell when training ends (how a restarted app learns the outcome)
       cancelled       written before a cancel signals the process group
 
-The child runs in its own session (`start_new_session=True`): it survives the app. Cancel signals the whole
+The child runs in its own session (backend.runners.lfprocess, detached): it survives the app. Cancel signals the whole
 process tree: the process group, the leader's descendants (torchrun starts its workers in groups of their own) and
-any process carrying the run's LFOPS_RUN_DIR marker in its environment. The child gets its own `cwd=` and `env=`;
-the app's working directory is never changed.
+any process carrying the run's LFOPS_RUN_DIR marker in its environment. The child gets its own `cwd=` and an
+environment without the app's secrets; the app's working directory is never changed.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,25 +34,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import yaml
 
 from backend import yamlio
 from backend.config import METADATA_KEY
-from backend.errors import GitFailure, LfopsError, NotFound
+from backend.errors import GitFailure, NotFound
 from backend.gitstore import GitStore
+from backend.runners import lfprocess
 from backend.runners.base import Runner, RunSpec, RunState, RunStatus
+from backend.runners.lfprocess import failure_reason, llamafactory_cli
 
 _ID_RE = re.compile(r"^run-\d{6,}$")
-# The wrapper shell waits for training and records its exit code atomically; killing the group kills it too.
-_WRAPPER = '"$1" train "$2"; code=$?; printf "%s\\n" "$code" > "$3.tmp" && mv "$3.tmp" "$3"'
-_ERROR_RE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b:?")
-# Never hand the app's own secrets (database URL, passwords) to a training process.
-_SECRET_ENV_PREFIXES = ("LFOPS_",)
 _MARKER = "LFOPS_RUN_DIR"
-
-
-def llamafactory_cli() -> Path:
-    """The `llamafactory-cli` of the Python environment lfops runs in (never whichever one is first on PATH)."""
-    return Path(sys.executable).parent / "llamafactory-cli"
 
 
 def external_id_for(run_id: int) -> str:
@@ -118,40 +109,24 @@ class LocalRunner(Runner):
             self.repo.fetch()
             if not self.repo.has_commit(commit):
                 raise GitFailure(f"commit: {commit} is not in the config repository")
-        dest.mkdir(parents=True)
-        proc = subprocess.Popen(
-            ["git", "-C", str(self.repo.mirror_dir), "archive", "--format=tar", commit],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="data")  # "data" refuses absolute paths, links out of dest, devices
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        if proc.wait() != 0:
-            raise GitFailure(f"git archive {commit} failed: {stderr.strip()}")
+        self.repo.extract(commit, dest)
+
+    def _env(self, spec: RunSpec, run_dir: Path) -> dict[str, str]:
+        """What lfops adds to the child's scrubbed environment; RUN_DIR marks every process of the run, even ones that
+        leave the process group (torchrun's workers)."""
+        return {"PYTHONUNBUFFERED": "1", "LFOPS_RUN_ID": str(spec.run_id), _MARKER: str(run_dir)}
 
     def _start(self, spec: RunSpec, run_dir: Path, checkout: Path, yaml_path: Path) -> None:
-        if not self.cli.exists():
-            raise LfopsError(f"runner: {self.cli} does not exist (is llamafactory installed in this environment?)")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_ENV_PREFIXES)}
-        # The venv's own tools first (torchrun, when LLaMA-Factory launches distributed training).
-        env["PATH"] = os.pathsep.join([str(self.cli.parent), env.get("PATH", "")])
-        # RUN_DIR marks every process of the run, even ones that leave the process group (torchrun's workers).
-        env.update({"PYTHONUNBUFFERED": "1", "LFOPS_RUN_ID": str(spec.run_id), _MARKER: str(run_dir)})
-        exit_file = run_dir / "exit_code"
-        command = [str(self.cli), "train", str(yaml_path)]
-        with open(run_dir / "train.log", "ab") as log:
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", _WRAPPER, "lfops-run", str(self.cli), str(yaml_path), str(exit_file)],
-                cwd=checkout,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own session and process group: survives the app, killpg reaches all
-                close_fds=True,
-            )
+        proc = lfprocess.start(
+            "train",
+            yaml_path,
+            cwd=checkout,
+            log_path=run_dir / "train.log",
+            cli=self.cli,
+            env=self._env(spec, run_dir),
+            exit_code_file=run_dir / "exit_code",
+            detached=True,  # own session and process group: survives the app, killpg reaches all
+        )
         try:
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:  # ended already (e.g. the CLI crashed at once); the exit code tells the rest
@@ -159,13 +134,46 @@ class LocalRunner(Runner):
         info = {
             "pid": proc.pid,
             "create_time": create_time,
-            "command": command,
+            "command": lfprocess.command("train", yaml_path, self.cli),
             "cwd": str(checkout),
             "started_at": datetime.now(UTC).isoformat(),
         }
         _write_atomic(run_dir / "process.json", json.dumps(info, indent=1))
         with self._lock:
             self._children[external_id_for(spec.run_id)] = proc
+
+    # ---- preview and close --------------------------------------------------------------------------------------
+
+    def preview(self, spec: RunSpec) -> str:
+        """What submit would run: the command, its working directory, the names of its environment variables (values
+        can be secrets) and the train.yaml it would write; nothing is written or started."""
+        run_dir = self.run_dir(external_id_for(spec.run_id))
+        yaml_path = run_dir / "train.yaml"
+        added = self._env(spec, run_dir)
+        env = lfprocess.child_env(added, self.cli)
+        process = {
+            "runner": self.name,
+            "run_dir": str(run_dir),
+            "checkout": f"git archive of {spec.commit} from {spec.repo_url}",
+            "cwd": str(run_dir / "checkout"),
+            "command": lfprocess.command("train", yaml_path, self.cli),
+            "log": str(run_dir / "train.log"),
+            "env": {
+                "set": added,
+                "path_first": str(self.cli.parent),
+                "removed": sorted(k for k in os.environ if lfprocess.is_secret(k) and k not in added),
+                "inherited": sorted(k for k in env if k not in added and k != "PATH"),
+            },
+        }
+        header = yaml.safe_dump(process, sort_keys=False, default_flow_style=False)
+        return f"{header}---\n# {yaml_path}\n{self.training_yaml(spec, run_dir)}"
+
+    def close(self) -> None:
+        """Reap the children that have ended and forget the handles of the others: runs go on without the app."""
+        with self._lock:
+            children, self._children = self._children, {}
+        for proc in children.values():
+            proc.poll()
 
     # ---- status -------------------------------------------------------------------------------------------------
 
@@ -368,27 +376,6 @@ def _read_exit_code(path: Path) -> int | None:
         return int(text)
     except ValueError:
         return -1
-
-
-def failure_reason(log: Path, code: int) -> str:
-    """The exit code and the last error line of the log (what a user needs first)."""
-    if code > 128:
-        try:
-            name = signal.Signals(code - 128).name
-        except ValueError:
-            name = f"signal {code - 128}"
-        head = f"killed by {name} (exit code {code})"
-    else:
-        head = f"exit code {code}"
-    try:
-        with open(log, "rb") as fh:
-            fh.seek(max(0, log.stat().st_size - 65536))
-            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
-    except FileNotFoundError:
-        return head
-    errors = [ln for ln in lines if _ERROR_RE.search(ln)]
-    last = errors[-1] if errors else (lines[-1] if lines else "")
-    return f"{head}: {last[:500]}" if last else head
 
 
 def _write_atomic(path: Path, text: str) -> None:

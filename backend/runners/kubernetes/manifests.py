@@ -1,8 +1,8 @@
 """Kubernetes objects for one training run, built as plain dicts by pure functions.
 
 Nothing here talks to a cluster: the WebUI shows `build_manifests(...).to_yaml()` for review before launch, and
-backend.runners.kubernetes sends the same dicts to the API server. One node is a batch/v1 Job; several nodes are an
-Indexed Job plus a headless Service so that every pod can reach pod 0 (torchrun's rendezvous) by DNS name.
+backend.runners.kubernetes.runner sends the same dicts to the API server. One node is a batch/v1 Job; several nodes
+are an Indexed Job plus a headless Service so that every pod can reach pod 0 (torchrun's rendezvous) by DNS name.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ CONTAINER = "train"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
 
 
 def job_name(run_id: int) -> str:
@@ -186,20 +185,10 @@ def check_profile(profile: ClusterProfile) -> list[Problem]:
 
 
 def check_spec(spec: RunSpec, profile: ClusterProfile) -> list[Problem]:
-    res = spec.resources
     problems = check_profile(profile)
     if not isinstance(spec.run_id, int) or spec.run_id <= 0:
         problems.append(Problem("run_id", "must be a positive integer"))
-    if res.nodes < 1:
-        problems.append(Problem("resources.nodes", "must be at least 1"))
-    if res.gpus_per_node < 0:
-        problems.append(Problem("resources.gpus_per_node", "must be 0 or more"))
-    for attr in ("cpu", "memory"):
-        value = getattr(res, attr)
-        if value and not _QUANTITY.match(value):
-            problems.append(
-                Problem(f"resources.{attr}", f"{value!r} is not a Kubernetes quantity (e.g. 8, 500m, 64Gi)")
-            )
+    problems += spec.resources.problems()
     if not spec.training_yaml.strip():
         problems.append(Problem("training_yaml", "is empty"))
     if not re.fullmatch(r"[0-9a-f]{7,64}", spec.commit or ""):

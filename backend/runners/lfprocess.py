@@ -1,0 +1,126 @@
+"""`llamafactory-cli` as a child process: the one way lfops starts LLaMA-Factory on this machine.
+
+Training (the local runner) and merging an adapter (`registry.export`) both go through `start`, so every child gets
+the same treatment: the `llamafactory-cli` of lfops' own environment (never whichever is first on PATH), its own `cwd=`
+(the app's working directory is never changed), output appended to a log file, and an environment without the app's
+own credentials: every `LFOPS_*` setting (database URL, passwords), libpq's password and the app's kubeconfig.
+Credentials that belong to the training itself (HF_TOKEN for a gated base model) pass through, as they do to a pod.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from backend.errors import LfopsError, TimedOut
+
+# The app's credentials: a training process has no business with its database or its cluster.
+SECRET_ENV_PREFIXES = ("LFOPS_",)
+SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "KUBECONFIG"})
+# Waits for the command and records its exit code atomically (how a restarted app learns a detached run's outcome).
+_WRAPPER = '"$1" "$2" "$3"; code=$?; printf "%s\\n" "$code" > "$4.tmp" && mv "$4.tmp" "$4"'
+_ERROR_RE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b:?")
+
+
+def llamafactory_cli() -> Path:
+    """The `llamafactory-cli` of the Python environment lfops runs in (never whichever one is first on PATH)."""
+    return Path(sys.executable).parent / "llamafactory-cli"
+
+
+def is_secret(name: str) -> bool:
+    return name.startswith(SECRET_ENV_PREFIXES) or name in SECRET_ENV_NAMES
+
+
+def child_env(extra: Mapping[str, str] | None = None, cli: Path | None = None) -> dict[str, str]:
+    """The app's environment without its secrets, the venv's tools first on PATH (torchrun, when LLaMA-Factory
+    launches distributed training), plus `extra` (set last: lfops' own markers such as LFOPS_RUN_DIR)."""
+    env = {k: v for k, v in os.environ.items() if not is_secret(k)}
+    tools = (Path(cli) if cli else llamafactory_cli()).parent
+    env["PATH"] = os.pathsep.join([str(tools), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def command(subcommand: str, yaml_path: Path, cli: Path | None = None) -> list[str]:
+    return [str(Path(cli) if cli else llamafactory_cli()), subcommand, str(yaml_path)]
+
+
+def start(
+    subcommand: str,
+    yaml_path: Path,
+    *,
+    cwd: Path,
+    log_path: Path,
+    cli: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    exit_code_file: Path | None = None,
+    detached: bool = False,
+) -> subprocess.Popen:
+    """`llamafactory-cli <subcommand> <yaml_path>` in `cwd`, stdout and stderr appended to `log_path`.
+
+    `env`: variables added to the scrubbed environment. `exit_code_file`: a wrapper shell writes the exit code there
+    when the command ends. `detached`: its own session and process group, so it survives the app and one killpg
+    reaches the whole tree.
+    """
+    argv = command(subcommand, yaml_path, cli)
+    if not Path(argv[0]).exists():
+        raise LfopsError(f"runner: {argv[0]} does not exist (is llamafactory installed in this environment?)")
+    if exit_code_file is not None:
+        argv = ["/bin/sh", "-c", _WRAPPER, "lfops-run", *argv, str(exit_code_file)]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=child_env(env, cli),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=detached,
+            close_fds=True,
+        )
+
+
+def run(
+    subcommand: str,
+    yaml_path: Path,
+    *,
+    cwd: Path,
+    log_path: Path,
+    timeout_s: float,
+    cli: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """`start` and wait for the exit code; past `timeout_s` the process is killed and TimedOut raised."""
+    proc = start(subcommand, yaml_path, cwd=cwd, log_path=log_path, cli=cli, env=env)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise TimedOut(f"llamafactory-cli {subcommand} took longer than {timeout_s:g} s") from None
+
+
+def failure_reason(log: Path, code: int) -> str:
+    """The exit code and the last error line of the log (what a user needs first)."""
+    if code > 128:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        head = f"killed by {name} (exit code {code})"
+    else:
+        head = f"exit code {code}"
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 65536))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return head
+    errors = [ln for ln in lines if _ERROR_RE.search(ln)]
+    last = errors[-1] if errors else (lines[-1] if lines else "")
+    return f"{head}: {last[:500]}" if last else head

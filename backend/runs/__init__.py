@@ -1,0 +1,38 @@
+"""Runs: the launch policy, run records and their tracking (status, metrics, logs, cancel, wait), one module per job.
+
+`Runs` (facade.py) is what callers use; see its module for the parts. A run goes queued -> running -> succeeded |
+failed | cancelled | lost, each change persisted with its time and reason (tracking.py); metrics are tailed from
+LLaMA-Factory's `trainer_log.jsonl` while training and completed from `trainer_state.json` / `all_results.json` at the
+end (ingest.py).
+"""
+
+from backend.runs.facade import Runs
+from backend.runs.launching import Launcher
+from backend.runs.monitor import RunMonitor
+from backend.runs.policy import LaunchPolicy, LaunchTarget
+from backend.runs.queries import RunQueries, RunView, commit_filter, custom_plans, run_views, runs_query
+from backend.runs.runner_set import RUNNERS, RunnerSet, make_runner
+from backend.runs.tracking import ACTIVE, FULL_PASS_S, REGISTER_CATCH_UP, SUBMIT_GRACE, Progress, Tracker
+
+__all__ = [
+    "ACTIVE",
+    "FULL_PASS_S",
+    "REGISTER_CATCH_UP",
+    "RUNNERS",
+    "SUBMIT_GRACE",
+    "LaunchPolicy",
+    "LaunchTarget",
+    "Launcher",
+    "Progress",
+    "RunMonitor",
+    "RunQueries",
+    "RunView",
+    "RunnerSet",
+    "Runs",
+    "Tracker",
+    "commit_filter",
+    "custom_plans",
+    "make_runner",
+    "run_views",
+    "runs_query",
+]

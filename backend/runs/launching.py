@@ -1,0 +1,198 @@
+"""Launching runs: check the policy, record the run (queued) and hand it to its runner; preview what a launch would do;
+reproduce the run that trained a registered model. Refusals change nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from backend import audit
+from backend import config as cfgmod
+from backend.auth import Actor, require
+from backend.config_rows import record_config
+from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied
+from backend.gitstore import GitStore
+from backend.runners.base import Resources, RunSpec, RunState
+from backend.runs.policy import LaunchPolicy, LaunchTarget
+from backend.runs.queries import RunQueries, RunView
+from backend.runs.runner_set import RunnerSet
+from backend.runs.tracking import Tracker
+from backend.store import Store
+from backend.store.models import Run
+
+if TYPE_CHECKING:
+    from backend.registry import Registry
+
+
+class Launcher:
+    def __init__(
+        self,
+        store: Store,
+        repo: GitStore,
+        policy: LaunchPolicy,
+        runners: RunnerSet,
+        tracker: Tracker,
+        queries: RunQueries,
+        registry: Registry | None = None,
+    ) -> None:
+        self.store = store
+        self.repo = repo
+        self.policy = policy
+        self.runners = runners
+        self.tracker = tracker
+        self.queries = queries
+        self.registry = registry
+
+    def _validated_config(self, resolved: LaunchTarget) -> tuple[cfgmod.TrainConfig, str]:
+        """The target's config as its commit has it, validated against that commit's files; and its dataset version."""
+        raw = self.repo.read(resolved.commit, resolved.config_path)
+        if raw is None:
+            raise NotFound(f"config: {resolved.config_path} does not exist at commit {resolved.commit[:12]}")
+        return cfgmod.parse_and_validate(raw, self.repo.files(resolved.commit), resolved.config_path)
+
+    def launch(
+        self,
+        actor: Actor,
+        target: int | str,
+        config_path: str | None = None,
+        override_reason: str | None = None,
+        resources: Resources | None = None,
+        reproduces_run_id: int | None = None,
+    ) -> RunView:
+        """Check the policy, record the run (queued) and hand it to the runner; refusals change nothing."""
+        require(actor, "run.launch")
+        override = (override_reason or "").strip()
+        if override_reason is not None:
+            require(actor, "run.override")
+            if not override:
+                raise LfopsError("override: give a reason for launching without the approval policy")
+        self.store.check()
+        resolved = self.policy.resolve(target, config_path)
+        refusal = self.policy.refusal(resolved)
+        if refusal and not override:
+            raise PermissionDenied(f"launch refused: {refusal} (an admin may override with a reason)")
+        config, dataset_version = self._validated_config(resolved)
+        resources = resources or Resources()
+        runner = self.runners.for_resources(resources)
+        with self.store.session() as s:
+            # recorded at merge; for an overridden commit nobody merged, recorded here: what it trains
+            cfg_row = record_config(
+                s, resolved.commit, resolved.config_path, config, dataset_version, resolved.change_request_id
+            )
+            run = Run(
+                config_id=cfg_row.id,
+                backend=runner.name,
+                status=RunState.QUEUED.value,
+                submitted_by_id=actor.id,
+                resources=dataclasses.asdict(resources),
+                override_reason=override if refusal else "",
+                reproduces_run_id=reproduces_run_id,
+            )
+            s.add(run)
+            s.flush()
+            audit.record(
+                s,
+                actor,
+                "run.launch",
+                f"run:{run.id}",
+                commit=resolved.commit,
+                config_path=resolved.config_path,
+                config_hash=cfg_row.config_hash,
+                change_request=resolved.change_request_id,
+                override_reason=override if refusal else "",
+                refusal_overridden=refusal or "",
+                reproduces_run=reproduces_run_id,
+            )
+            run_id = run.id
+            labels = {
+                "config_hash": cfg_row.config_hash,
+                "dataset_version": cfg_row.dataset_version,
+                "change_request": str(resolved.change_request_id or ""),
+                "submitted_by": actor.name,
+            }
+        spec = RunSpec(
+            run_id=run_id,
+            repo_url=self.repo.remote_url,
+            commit=resolved.commit,
+            config_path=resolved.config_path,
+            training_yaml=config.training_yaml(),
+            resources=resources,
+            labels=labels,
+        )
+        try:
+            external_id = runner.submit(spec)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the run must not stay queued
+            reason = f"could not start: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            self.tracker.finish(run_id, RunState.FAILED, reason, None)
+            raise LfopsError(f"run #{run_id} {reason}") from exc
+        with self.store.session() as s:
+            run = s.get(Run, run_id)
+            run.external_id = external_id
+            run.run_dir = runner.output_dir(external_id)
+        self.tracker.advance_run(run_id)
+        return self.queries.get(actor, run_id)
+
+    def preview(
+        self,
+        target: int | str,
+        config_path: str | None = None,
+        resources: Resources | None = None,
+        runner: str | None = None,
+    ) -> str:
+        """What launching `target` with `resources` would do, from the runner that would do it (or the one named by
+        `runner`): the Kubernetes objects, or the local process. Nothing is recorded, created or started.
+
+        Like `lfops log`, it only reads the config repository, so it needs no user; the WebUI still requires sign-in.
+        """
+        resolved = self.policy.resolve(target, config_path)
+        config, dataset_version = self._validated_config(resolved)
+        with self.store.session() as s:
+            next_id = (s.scalar(select(func.max(Run.id))) or 0) + 1  # names derived from the run id assume the next
+        labels = {
+            "config_hash": config.config_hash(),
+            "dataset_version": dataset_version,
+            "change_request": str(resolved.change_request_id or ""),
+        }
+        resources = resources or Resources(gpus_per_node=1)
+        spec = RunSpec(
+            next_id,
+            self.repo.remote_url,
+            resolved.commit,
+            resolved.config_path,
+            config.training_yaml(),
+            resources,
+            labels,
+        )
+        chosen = self.runners.get(runner) if runner else self.runners.for_resources(resources)
+        return chosen.preview(spec)
+
+    def reproduce(self, actor: Actor, model: str, override_reason: str | None = None) -> RunView:
+        """Launch the exact commit and config that trained a registered model again (the policy applies again)."""
+        if self.registry is None:
+            raise LfopsError("registry: not configured")
+        require(actor, "run.launch")
+        version = self.registry.get(actor, model)
+        if version.run_id is None:
+            raise Conflict(f"model {version.ref} has no run to reproduce")
+        with self.store.session() as s:
+            original = s.get(Run, version.run_id)
+            cfg = original.config
+            commit, path, revision, resources = cfg.commit, cfg.path, cfg.base_model_revision, original.resources
+            original_id = original.id
+        raw = self.repo.read(commit, path)
+        if raw is None:
+            raise NotFound(f"config: {path} is gone from commit {commit[:12]}")
+        now = cfgmod.TrainConfig.parse(raw, path).base_model_revision()
+        if revision and now != revision:
+            raise Conflict(f"base model changed since run #{original_id}: revision {revision} then, {now} now")
+        known = {f.name for f in dataclasses.fields(Resources)}
+        return self.launch(
+            actor,
+            commit,
+            config_path=path,
+            override_reason=override_reason,
+            resources=Resources(**{k: v for k, v in (resources or {}).items() if k in known}),
+            reproduces_run_id=original_id,
+        )

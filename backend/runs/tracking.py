@@ -1,0 +1,209 @@
+"""Tracking runs: queued -> running -> succeeded | failed | cancelled | lost, each change persisted with its time and
+reason, from what the runner reports; metrics ingested on the way; a succeeded run registered as a model version.
+
+`advance()` moves every unfinished run forward (the RunMonitor calls it every second); `wait` and `cancel` are the
+user's verbs on one run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from backend import audit
+from backend.auth import Actor, require
+from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, TimedOut
+from backend.runners.base import RunState
+from backend.runs.ingest import final_metrics, ingest_log, ingest_state
+from backend.runs.queries import RunQueries, RunView, aware, run_row
+from backend.runs.runner_set import RunnerSet
+from backend.store import Store
+from backend.store.models import ModelVersion, Run, utcnow
+
+if TYPE_CHECKING:
+    from backend.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (RunState.QUEUED.value, RunState.PENDING.value, RunState.RUNNING.value)
+# A run row without a runner id this long after launch was never submitted (the app died while launching).
+SUBMIT_GRACE = timedelta(minutes=5)
+# Tracker.wait's full tracking pass (database, metrics) at most this often; the runner's status in between.
+FULL_PASS_S = 1.0
+# A succeeded run still without a model version this long after it ended missed its registration.
+REGISTER_CATCH_UP = timedelta(minutes=1)
+
+
+@dataclass
+class Progress:
+    """What one pass of the tracker learned about one run."""
+
+    changed: bool = False
+    new_metrics: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Tracker:
+    def __init__(self, store: Store, runners: RunnerSet, queries: RunQueries, registry: Registry | None = None) -> None:
+        self.store = store
+        self.runners = runners
+        self.queries = queries
+        self.registry = registry
+
+    def advance(self) -> list[int]:
+        """One tracking pass over every unfinished run; returns the ids whose status changed."""
+        with self.store.session() as s:
+            ids = list(s.scalars(select(Run.id).where(Run.status.in_(ACTIVE)).order_by(Run.id)))
+        changed = []
+        for run_id in ids:
+            try:
+                if self.advance_run(run_id).changed:
+                    changed.append(run_id)
+            except LfopsError as exc:
+                log.warning("run #%s: %s", run_id, exc)
+        self.register_missed()
+        return changed
+
+    def advance_run(self, run_id: int) -> Progress:
+        progress = Progress()
+        with self.store.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"run #{run_id} does not exist")
+            status, external_id, created_at, backend = run.status, run.external_id, run.created_at, run.backend
+        if status not in ACTIVE:
+            return progress
+        if not external_id:
+            if utcnow() - aware(created_at) > SUBMIT_GRACE:
+                progress.changed = self.finish(
+                    run_id, RunState.LOST, "never reached the runner (lfops stopped while launching)", None
+                )
+            return progress
+        runner = self.runners.get(backend)
+        state = runner.status(external_id)
+        out = runner.output_dir(external_id)
+        progress.new_metrics = ingest_log(self.store, run_id, Path(out)) if out else 0
+        if state.state.finished:
+            progress.changed = self.finish(run_id, state.state, state.reason, Path(out) if out else None)
+        elif state.state.value != status:
+            with self.store.session() as s:
+                n = s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == status)
+                    .values(
+                        status=state.state.value,
+                        reason=state.reason,
+                        started_at=utcnow() if state.state == RunState.RUNNING else None,
+                    )
+                ).rowcount
+                if n:
+                    audit.record(s, "lfops", f"run.{state.state.value}", f"run:{run_id}", reason=state.reason)
+            progress.changed = bool(n)
+        return progress
+
+    def finish(self, run_id: int, state: RunState, reason: str, out: Path | None) -> bool:
+        """Move a run to a final state exactly once (another monitor may be racing us) with its final metrics."""
+        if out is not None:
+            ingest_log(self.store, run_id, out)
+        final = final_metrics(out) if out is not None else {}
+        with self.store.session() as s:
+            run = s.get(Run, run_id)
+            values: dict[str, Any] = {"status": state.value, "reason": reason, "finished_at": utcnow()}
+            if run.started_at is None and state != RunState.LOST:
+                values["started_at"] = run.created_at
+            if final:
+                values["final_metrics"] = final
+                values["final_loss"] = final.get("train_loss")
+            n = s.execute(update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE)).values(**values)).rowcount
+            if not n:
+                return False
+            if out is not None:
+                ingest_state(s, run_id, out)
+            audit.record(
+                s, "lfops", f"run.{state.value}", f"run:{run_id}", reason=reason, final_loss=final.get("train_loss")
+            )
+        if state == RunState.SUCCEEDED:
+            self.register(run_id)
+        return True
+
+    def register(self, run_id: int) -> None:
+        if self.registry is None:
+            return
+        try:
+            self.registry.register_run(run_id)
+        except LfopsError as exc:
+            with self.store.session() as s:
+                run = s.get(Run, run_id)
+                run.reason = f"model registration failed: {exc}"
+                audit.record(s, "lfops", "registry.register_failed", f"run:{run_id}", error=str(exc))
+
+    def register_missed(self) -> None:
+        """Succeeded runs whose registration never happened (the app stopped right after the run ended)."""
+        if self.registry is None:
+            return
+        with self.store.session() as s:
+            missed = list(
+                s.scalars(
+                    select(Run.id)
+                    .outerjoin(ModelVersion, ModelVersion.run_id == Run.id)
+                    .where(
+                        Run.status == RunState.SUCCEEDED.value,
+                        ModelVersion.id.is_(None),
+                        Run.reason == "",
+                        Run.finished_at < utcnow() - REGISTER_CATCH_UP,  # younger ones are being registered now
+                    )
+                    .limit(20)
+                )
+            )
+        for run_id in missed:
+            self.register(run_id)
+
+    def wait(self, actor: Actor, run_id: int, timeout: float | None = None, poll: float = 0.5) -> RunView:
+        """Until the run ends. Between full tracking passes (database, metrics; once a second) only the runner's
+        own status is polled, which is cheap: polling the database 20 times a second slowed a 2-core training by
+        several percent."""
+        require(actor, "read")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_pass = -math.inf
+        ended = False
+        while True:
+            if ended or time.monotonic() - last_pass >= FULL_PASS_S:
+                last_pass = time.monotonic()
+                self.advance_run(run_id)
+                view = self.queries.get(actor, run_id)
+                if view.finished:
+                    return view
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimedOut(f"timeout: run #{run_id} is still {view.status} after {timeout:g} s")
+            time.sleep(poll)
+            if view.external_id:
+                ended = self.runners.get(view.backend).status(view.external_id).state.finished
+
+    def cancel(self, actor: Actor, run_id: int) -> RunView:
+        """End a run and its whole process tree; its submitter or an admin may."""
+        require(actor, "run.cancel")
+        with self.store.session() as s:
+            run = run_row(s, run_id)
+            if run.submitted_by_id != actor.id and not actor.can("run.override"):
+                raise PermissionDenied(f"{actor.name} may not cancel run #{run_id} of {run.submitted_by.name}")
+            if run.status not in ACTIVE:
+                raise Conflict(f"run #{run_id} is already {run.status}")
+            external_id, backend = run.external_id, run.backend
+            audit.record(s, actor, "run.cancel", f"run:{run_id}")
+        reason = f"cancelled by {actor.name}"
+        if external_id:
+            self.runners.get(backend).cancel(external_id, reason=reason)
+        for _ in range(100):  # the runner reports cancelled once the process tree is gone
+            if self.advance_run(run_id).changed or not external_id:
+                break
+            time.sleep(0.1)
+        if not external_id:
+            self.finish(run_id, RunState.CANCELLED, reason, None)
+        return self.queries.get(actor, run_id)
