@@ -84,7 +84,9 @@ def _host_neutral_parser(
             check_dependencies(*args, **kwargs)
         except ImportError as exc:
             message = str(exc).strip().splitlines()[0]
-            notes.append(Problem(field_named_in(message, known_keys), f"the training host needs: {message}", "warning"))
+            package = re.search(r"'([^']+)' distribution", message)
+            needs = f"the package {package.group(1)} (not installed here)" if package else message
+            notes.append(Problem("config", f"the training host needs {needs}", "warning"))
 
     replacements: dict[str, Callable[..., Any]] = {
         "_set_transformers_logging": lambda: None,
