@@ -196,7 +196,7 @@ def test_prediction_config_with_eval_dataset_and_no_dataset(repo):
     ("change", "expected"),
     [
         ({"dataset": None}, "dataset: LLaMA-Factory rejects it: Please specify dataset for training."),
-        ({"do_predict": True}, "predict_with_generate: LLaMA-Factory rejects it: Please enable `predict_with_generate`"),
+        ({"do_predict": True}, "predict_with_generate: LLaMA-Factory rejects it: Please enable"),
         ({"stage": "pt", "predict_with_generate": True}, "predict_with_generate: LLaMA-Factory rejects it"),
         ({"stage": "ppo"}, "reward_model: LLaMA-Factory rejects it: `reward_model` is necessary for PPO training."),
         ({"stage": "rm", "load_best_model_at_end": True}, "load_best_model_at_end: LLaMA-Factory rejects it"),
