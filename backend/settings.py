@@ -64,6 +64,7 @@ class Settings:
     cluster_profiles: dict[str, ClusterProfile] = field(default_factory=dict)
     trusted_user_header: str = ""  # e.g. X-Forwarded-User when behind oauth2-proxy
     hub_repo: str = ""  # optional Hugging Face Hub repo for registry pushes
+    ci_install: str = ""  # pip requirement pinning the lfops the config repo's CI installs ("" = vendor a wheel)
 
     @property
     def mirror_dir(self) -> Path:
@@ -100,4 +101,5 @@ class Settings:
             cluster_profiles=profiles,
             trusted_user_header=env.get("LFOPS_TRUSTED_USER_HEADER", ""),
             hub_repo=env.get("LFOPS_HUB_REPO", ""),
+            ci_install=env.get("LFOPS_CI_INSTALL", ""),
         )

@@ -298,3 +298,23 @@ def test_remote_dataset_dir_needs_a_repository(repo):
     report, version = config.validate(repo)
     assert report.ok and version.startswith("sha256:")
     assert [w.field for w in report.warnings] == ["dataset_dir"]
+
+
+# ---- configs/: the example configs `lfops init` seeds ------------------------------------------------------------
+
+
+def test_every_example_config_in_configs_validates_as_seeded(tmp_path):
+    from backend import demo
+
+    for rel, content in demo.dataset_files().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(content)
+    sources = sorted(demo.example_configs_dir().glob("*.yaml"))
+    assert [p.name for p in sources] == ["example.yaml"]
+    seeded = demo.example_configs(tmp_path / "models" / demo.DEMO_MODEL)
+    assert sorted(seeded) == [f"configs/{p.name}" for p in sources]
+    for rel, text in seeded.items():
+        assert demo.DEMO_MODEL_PLACEHOLDER not in text
+        config, version = parse_and_validate(text, DirFiles(tmp_path), rel)
+        assert config.base_model == str(tmp_path / "models" / demo.DEMO_MODEL) and version.startswith("sha256:")
+        assert TrainConfig.parse(text).canonical_yaml() == text  # seeded in canonical form
