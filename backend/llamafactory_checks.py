@@ -61,16 +61,22 @@ def run_train_checks(args: dict[str, Any], known_keys: frozenset[str], *, zero3:
                 lf_parser.get_train_args(neutral)
             except Exception as exc:  # noqa: BLE001 - LLaMA-Factory raises ValueError, AssertionError, TypeError...
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                notes.append(Problem(field_named_in(message, known_keys), f"LLaMA-Factory rejects it: {message}"))
+                field = field_named_in(message, known_keys, args)
+                notes.append(Problem(field, f"LLaMA-Factory rejects it: {message}"))
     return notes
 
 
-def field_named_in(message: str, known_keys: frozenset[str]) -> str:
+def field_named_in(message: str, known_keys: frozenset[str], args: dict[str, Any] | None = None) -> str:
     """The argument an LLaMA-Factory message is about: the first `quoted` argument name, else the first plain word
-    that is one ("Please specify dataset for training." -> dataset), else "config"."""
+    that is one ("Please specify dataset for training." -> dataset), else the key whose string value the message
+    quotes or starts with ("sideways is not a valid SchedulerType" -> lr_scheduler_type), else "config"."""
     quoted = re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", message)
     words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", message)
-    return next((name for name in [*quoted, *words] if name in known_keys), "config")
+    named = next((name for name in [*quoted, *words] if name in known_keys), None)
+    if named:
+        return named
+    values = {*re.findall(r"'([^']*)'", message), message.split(maxsplit=1)[0]}  # "sideways is not a valid ..."
+    return next((key for key, value in (args or {}).items() if isinstance(value, str) and value in values), "config")
 
 
 @contextmanager

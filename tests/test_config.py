@@ -203,6 +203,7 @@ def test_prediction_config_with_eval_dataset_and_no_dataset(repo):
         ({"stage": "dpo", "pref_loss": "orpo", "dpo_label_smoothing": 0.1}, "dpo_label_smoothing: LLaMA-Factory"),
         ({"do_eval": True}, "eval_dataset: LLaMA-Factory rejects it: Please make sure eval_dataset be provided"),
         ({"finetuning_type": "full", "quantization_bit": 4}, "config: LLaMA-Factory rejects it: Quantization"),
+        ({"lr_scheduler_type": "sideways"}, "lr_scheduler_type: LLaMA-Factory rejects it: sideways is not a valid"),
     ],
 )
 def test_llamafactorys_cross_argument_checks_name_the_key(repo, change, expected):
