@@ -16,6 +16,7 @@ RUN /opt/lfops/bin/pip install "pip==25.3" \
 COPY pyproject.toml ./
 COPY backend ./backend
 COPY webui ./webui
+COPY configs ./configs
 RUN /opt/lfops/bin/pip install --no-deps .
 
 FROM ${PYTHON_IMAGE}

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from backend import yamlio
 from backend.errors import Problem, ValidationFailed
 from backend.secret_args import is_secret_arg
+from backend.llamafactory_checks import run_train_checks
+from backend.value_rules import check_values
 
 METADATA_KEY = "lfops"
 SECTIONS = {
@@ -32,9 +34,8 @@ SECTIONS = {
     "GeneratingArguments": "generation",
 }
 SECTION_ORDER = ["model", "method", "dataset", "train", "generation"]
-# Arguments that only make sense on the machine that trains: validated on a neutral copy (see _host_neutral).
-_HOST_BOUND = ("deepspeed", "fsdp", "fsdp_config")
 _LIST_AS_CSV = ("dataset", "eval_dataset")
+_REMOTE = "REMOTE:"  # dataset_dir of a hub dataset repository holding dataset_info.json (LLaMA-Factory >= 0.9.4)
 _SMALL_FILE = 256 * 1024 * 1024
 # Within a section these come first, as in LLaMA-Factory's examples; the rest follow the dataclasses' order.
 _LEADING = ["model_name_or_path", "stage", "do_train", "finetuning_type", "dataset", "template", "output_dir"]
@@ -108,14 +109,6 @@ def schema() -> dict[str, ArgSpec]:
             default = f.default if f.default is not dataclasses.MISSING else None
             specs[f.name] = ArgSpec(f.name, section, hints.get(f.name, f.type), default)
     return specs
-
-
-@lru_cache(maxsize=1)
-def _parser() -> Any:
-    from llamafactory.hparams.parser import _TRAIN_ARGS
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser(_TRAIN_ARGS)
 
 
 @lru_cache(maxsize=1)
@@ -210,8 +203,9 @@ class TrainConfig:
 
     # ---- checks ----------------------------------------------------------------------------------------------
 
-    def check_args(self) -> list[Problem]:
-        """Keys, types and enumerations, then LLaMA-Factory's own `__post_init__` checks on a host-neutral copy."""
+    def check_args(self, files: Files | None = None) -> list[Problem]:
+        """Keys, types and always-wrong values (backend.value_rules), then LLaMA-Factory's own checks on a host-neutral
+        copy (backend.llamafactory_checks); `files` lets the config's DeepSpeed file say whether it uses ZeRO-3."""
         specs = schema()
         problems = []
         for key, value in self.args.items():
@@ -230,16 +224,37 @@ class TrainConfig:
         template = self.args.get("template")
         if isinstance(template, str) and template not in known_templates():
             problems.append(Problem("template", f"unknown template {template!r}"))
-        for required in ("model_name_or_path", "stage", "finetuning_type", "dataset", "template"):
-            if required not in self.args:
-                problems.append(Problem(required, "is required"))
-        if problems:
+        problems += [Problem(key, "is required") for key in self.required_keys() if key not in self.args]
+        problems += check_values(self.args)
+        if not any(self.args.get(key) for key in ("do_train", "do_eval", "do_predict")):
+            nothing = "none of do_train, do_eval, do_predict is true: nothing would run"
+            problems.append(Problem("do_train", nothing, "warning"))
+        if any(p.severity == "error" for p in problems):
             return problems
-        try:
-            _parser().parse_dict(_host_neutral(self.args), allow_extra_keys=False)
-        except Exception as exc:  # noqa: BLE001 - LLaMA-Factory raises ValueError, TypeError, ImportError...
-            problems.append(Problem("config", f"LLaMA-Factory rejects it: {str(exc).strip().splitlines()[0]}"))
-        return problems
+        return problems + run_train_checks(self.args, frozenset(specs), zero3=self.deepspeed_zero_stage(files) == 3)
+
+    def required_keys(self) -> list[str]:
+        """What LLaMA-Factory needs, plus what lfops wants written out rather than left to LLaMA-Factory's defaults:
+        the stage and method (a default could change with LLaMA-Factory's version), and the chat template for every
+        stage but pre-training (without it LLaMA-Factory falls back to the tokenizer's own chat template, which the
+        config repository does not pin). `dataset` is LLaMA-Factory's to require: training needs it, prediction takes
+        `eval_dataset` instead."""
+        keys = ["model_name_or_path", "stage", "finetuning_type"]
+        return keys if self.args.get("stage") == "pt" else [*keys, "template"]
+
+    def deepspeed_zero_stage(self, files: Files | None) -> int | None:
+        """The ZeRO stage of the config's DeepSpeed config (a mapping, or a file in the repository), None if unknown."""
+        deepspeed = self.args.get("deepspeed")
+        if isinstance(deepspeed, str) and files is not None:
+            path = posixpath.normpath(deepspeed)
+            raw = files.read(path) if not (path.startswith(("/", "..")) or path == ".") else None
+            try:
+                deepspeed = json.loads(raw) if raw is not None else None
+            except ValueError:
+                deepspeed = None
+        zero = deepspeed.get("zero_optimization") if isinstance(deepspeed, dict) else None
+        stage = zero.get("stage") if isinstance(zero, dict) else None
+        return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
 
     def check_metadata(self) -> list[Problem]:
         problems = []
@@ -250,7 +265,7 @@ class TrainConfig:
                 and not all(isinstance(v, (str, int, float, bool)) for v in value)
             ):
                 problems.append(Problem(f"{METADATA_KEY}.{key}", "must be a scalar or a list of scalars"))
-        return problems
+        return problems + check_values(self.metadata, prefix=f"{METADATA_KEY}.")
 
     def dataset_dir(self) -> str:
         return str(self.args.get("dataset_dir") or "data")
@@ -272,6 +287,14 @@ class TrainConfig:
         if ddir == "ONLINE":
             parts = [f"hub:{n}@unpinned" for n in self.dataset_names()]
             problems.append(Problem("dataset", "hub datasets are not pinned to a revision", "warning"))
+            return problems, _version_hash(parts)
+        if ddir.startswith(_REMOTE):  # LLaMA-Factory reads dataset_info.json from a hub dataset repository
+            hub_repo = ddir[len(_REMOTE) :].strip()
+            if not hub_repo:
+                return [Problem("dataset_dir", f"{_REMOTE} must be followed by a hub dataset repository")], ""
+            parts = [f"remote:{hub_repo}:{n}@unpinned" for n in self.dataset_names()]
+            reason = f"dataset_info.json and the datasets come from the hub repository {hub_repo!r}, not pinned"
+            problems.append(Problem("dataset_dir", reason, "warning"))
             return problems, _version_hash(parts)
         norm = posixpath.normpath(ddir)
         if ddir.startswith("/") or norm.startswith(".."):
@@ -316,7 +339,7 @@ class TrainConfig:
 
     def validate(self, files: Files) -> tuple[ValidationReport, str]:
         report = ValidationReport(self.check_metadata())
-        report.problems += self.check_args()
+        report.problems += self.check_args(files)
         ds_problems, version = self.check_datasets(files)
         report.problems += ds_problems
         return report, version
@@ -386,15 +409,6 @@ class FrozenConfig:
     config: TrainConfig
     canonical_yaml: str
     config_hash: str
-
-
-def _host_neutral(args: dict[str, Any]) -> dict[str, Any]:
-    """A copy that validates on any host: a config for GPUs (bf16, deepspeed) is still checked here on a CPU."""
-    copy = {k: v for k, v in args.items() if k not in _HOST_BOUND}
-    copy["use_cpu"] = True
-    copy["fp16"] = False
-    copy.setdefault("output_dir", "lfops-validate")
-    return copy
 
 
 def _version_hash(parts: list[str]) -> str:

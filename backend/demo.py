@@ -1,13 +1,19 @@
-"""The demo content `lfops init` seeds: a small instruction dataset and a tiny Llama made here (no hub is reachable)."""
+"""The demo content `lfops init` seeds: a small instruction dataset, a tiny Llama made here (no hub is reachable) and
+the example configs of the top-level `configs/` folder."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import random
 from pathlib import Path
 
+from backend.errors import LfopsError
+
 DEMO_DATASET = "demo_arith"
 DEMO_MODEL = "tiny-llama"
+DEMO_MODEL_PLACEHOLDER = "@DEMO_MODEL@"  # in configs/*.yaml: replaced by the demo model's path at `lfops init`
+INSTALLED_CONFIGS = "share/lfops/configs"  # where pyproject's data-files install configs/ under the prefix
 
 
 def demo_records(n: int = 64, seed: int = 0) -> list[dict[str, str]]:
@@ -74,30 +80,29 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def example_config(model_path: Path) -> dict:
-    """A LoRA SFT config for the tiny model that trains in seconds on a CPU."""
-    return {
-        "model_name_or_path": str(model_path),
-        "stage": "sft",
-        "do_train": True,
-        "finetuning_type": "lora",
-        "lora_target": "all",
-        "lora_rank": 8,
-        "dataset": DEMO_DATASET,
-        "dataset_dir": "data",
-        "template": "default",
-        "cutoff_len": 128,
-        "max_samples": 64,
-        "output_dir": "saves/example",
-        "per_device_train_batch_size": 8,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": 1.0e-3,
-        "num_train_epochs": 2.0,
-        "lr_scheduler_type": "cosine",
-        "logging_steps": 1,
-        "save_steps": 1000,
-        "seed": 42,
-        "report_to": "none",
-        "overwrite_cache": True,
-        "preprocessing_num_workers": 1,
-    }
+def example_configs_dir() -> Path:
+    """The top-level `configs/` folder: beside the `backend` package in a checkout (or an editable install); in an
+    installed lfops, where pyproject's data-files put it (`<prefix>/share/lfops/configs`)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        return checkout / "configs"
+    try:
+        installed = importlib.metadata.distribution("lfops").files or []
+    except importlib.metadata.PackageNotFoundError:
+        installed = []
+    for file in installed:
+        if file.as_posix().endswith(f"{INSTALLED_CONFIGS}/{file.name}"):
+            return Path(str(file.locate())).resolve().parent
+    raise LfopsError(f"the example configs are missing: no configs/ beside {checkout} and none installed")
+
+
+def example_configs(model_path: Path) -> dict[str, str]:
+    """`configs/*.yaml` of the config repository: each example with the demo model's path filled in, in canonical
+    form (`configs/example.yaml` is a LoRA SFT of the tiny model that trains in seconds on a CPU)."""
+    from backend.config import TrainConfig
+
+    seeded = {}
+    for path in sorted(example_configs_dir().glob("*.yaml")):
+        text = path.read_text().replace(DEMO_MODEL_PLACEHOLDER, str(model_path))
+        seeded[f"configs/{path.name}"] = TrainConfig.parse(text, str(path)).canonical_yaml()
+    return seeded

@@ -405,14 +405,15 @@ def _git_proc(
     return subprocess.run(["git", *args], input=input, capture_output=True, env=_git_env(env))
 
 
-def init_origin(path: Path, files: dict[str, str], identity: Identity, main_branch: str = "main") -> str:
+def init_origin(path: Path, files: dict[str, str | bytes], identity: Identity, main_branch: str = "main") -> str:
     """Create a bare repository at `path` whose main holds `files` (the `lfops init` seed)."""
     git.Repo.init(path, bare=True, initial_branch=main_branch)
     store = GitStore(path, str(path), main_branch)
     with tempfile.TemporaryDirectory(prefix="lfops-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         for rel, content in sorted(files.items()):
-            blob = store.git("hash-object", "-w", "--stdin", input=content).strip()
+            data = content.encode() if isinstance(content, str) else content  # bytes: the CI's vendored wheel
+            blob = store._run(["hash-object", "-w", "--stdin"], input=data).decode().strip()
             store.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{rel}", env=env)
         tree = store.git("write-tree", env=env).strip()
     commit = store.git("commit-tree", tree, "-m", "Initial config repository (lfops init)", env=identity.env()).strip()

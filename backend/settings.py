@@ -118,6 +118,7 @@ class Settings(BaseModel):
     cluster_profiles: Annotated[dict[str, ClusterProfile], NoDecode] = Field(default_factory=dict)
     trusted_user_header: str = ""  # e.g. X-Forwarded-User when behind oauth2-proxy
     hub_repo: str = ""  # optional Hugging Face Hub repo for registry pushes
+    ci_install: str = ""  # pip requirement pinning the lfops the config repo's CI installs ("" = vendor a wheel)
 
     @model_validator(mode="before")
     @classmethod

@@ -11,9 +11,8 @@ from functools import cached_property
 
 from sqlalchemy import select
 
-from backend import audit, demo
+from backend import audit, ci, demo
 from backend.auth import ROLES, Actor, add_user, authenticate, new_password
-from backend.config import TrainConfig
 from backend.gitstore import GitStore, Identity, init_origin
 from backend.lineage import Lineage
 from backend.registry import Registry
@@ -23,32 +22,13 @@ from backend.settings import Settings
 from backend.store import Store
 from backend.store.models import User
 
-VALIDATE_WORKFLOW_GITHUB = """\
-name: validate training configs
-on: [push, pull_request]
-jobs:
-  validate:
-    runs-on: ubuntu-latest
-    steps:
-      - uses: actions/checkout@v4
-      - uses: actions/setup-python@v5
-        with: {python-version: "3.11"}
-      - run: pip install lfops
-      - run: lfops validate configs/*.yaml
-"""
-VALIDATE_WORKFLOW_GITLAB = """\
-validate:
-  image: python:3.11
-  script:
-    - pip install lfops
-    - lfops validate configs/*.yaml
-"""
 REPO_README = """\
 # Training configs
 
 Each file in `configs/` is a LLaMA-Factory training config (what `llamafactory-cli train` takes) plus an `lfops:`
 block that lfops keeps for itself. Changes arrive as change requests from lfops and are merged after review.
-`data/dataset_info.json` names the datasets; CI runs `lfops validate` on every change.
+`data/dataset_info.json` names the datasets; CI runs `lfops validate` on every change, with the lfops pinned in its
+workflow files (by default the wheel in `ci/`, checked against its sha256).
 """
 
 
@@ -120,11 +100,8 @@ class Workspace:
             files = {
                 **demo.dataset_files(),
                 "README.md": REPO_README,
-                ".github/workflows/validate.yml": VALIDATE_WORKFLOW_GITHUB,
-                ".gitlab-ci.yml": VALIDATE_WORKFLOW_GITLAB,
-                "configs/example.yaml": TrainConfig(
-                    demo.example_config(model_dir), {"description": "LoRA SFT of the tiny demo model"}
-                ).canonical_yaml(),
+                **ci.seed_files(ws.ci_install),
+                **demo.example_configs(model_dir),
             }
             init_origin(origin, files, Identity("lfops", "lfops@localhost"), ws.main_branch)
             created = True

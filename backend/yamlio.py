@@ -95,6 +95,25 @@ def load_mapping(data: bytes | str, source: str = "config") -> dict[str, Any]:
     return doc
 
 
+def key_lines(data: bytes | str) -> dict[str, int]:
+    """The 1-based line of each key, nested keys dotted (`lfops.description`); {} when the text does not parse."""
+    try:
+        root = yaml.compose(data, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError):
+        return {}
+    lines: dict[str, int] = {}
+    pending = [(root, "")]
+    while pending:
+        node, prefix = pending.pop()
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                lines.setdefault(prefix + key.value, key.start_mark.line + 1)
+                pending.append((value, f"{prefix}{key.value}."))
+    return lines
+
+
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when present: ~5x faster
     pass
 

@@ -10,8 +10,9 @@ from backend.cli.common import Subparsers
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from backend.ci import problem_line
     from backend.config import DirFiles, TrainConfig
-    from backend.errors import ValidationFailed
+    from backend.errors import Problem, ValidationFailed
 
     failed = 0
     for path in args.paths:
@@ -21,15 +22,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             report, version = config.validate(DirFiles(root))
         except ValidationFailed as exc:
             for problem in exc.problems:
-                print(f"{path}: {problem}")
+                print(problem_line(path, problem, args.format))
             failed += 1
             continue
         except OSError as exc:
-            print(f"{path}: file: {exc.strerror}")
+            print(problem_line(path, Problem("file", str(exc.strerror)), args.format))
             failed += 1
             continue
         for problem in report.problems:
-            print(f"{path}: {problem.severity}: {problem}" if problem.severity == "warning" else f"{path}: {problem}")
+            print(problem_line(path, problem, args.format))
         if report.ok:
             print(f"{path}: ok config_hash={config.config_hash()[:12]} dataset_version={version[:19]}", file=sys.stderr)
         else:
@@ -49,4 +50,7 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("validate", help="validate config files (for CI); one line per problem, non-zero on error")
     p.add_argument("paths", nargs="+")
     p.add_argument("--repo-root", help="repository root holding data/ (default: found from each path)")
+    p.add_argument(
+        "--format", choices=["text", "github"], default="text", help="github: GitHub/Gitea workflow annotations"
+    )
     p.set_defaults(func=cmd_validate)
