@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from backend.errors import LfopsError, NotFound, PermissionDenied, SettingsError
+from backend.errors import AuthenticationFailed, LfopsError, NotFound, PermissionDenied, SettingsError
 from backend.forge.base import (
     STATUS_CONTEXT,
     STATUS_STATES,
@@ -211,7 +211,16 @@ class GitLabForge(Forge):
             self.comment(number, body)
             return Review(0, "", "comment", commit_id, True, False, body, None)
         payload = {"sha": commit_id} if commit_id else {}
-        data = self.http.json("POST", f"{self._mr(number)}/approve", f"approve merge request !{number}", json=payload)
+        try:
+            data = self.http.json(
+                "POST", f"{self._mr(number)}/approve", f"approve merge request !{number}", json=payload
+            )
+        except AuthenticationFailed:
+            # GitLab answers 401 to the author, to a user its rules do not let approve, and to a bad token alike
+            raise PermissionDenied(
+                f"gitlab {self.repo}: not allowed to approve merge request !{number} "
+                "(the author or a user who may not approve; or the token was rejected)"
+            ) from None
         approvers = [e.get("user") or {} for e in (data or {}).get("approved_by") or []]
         me = approvers[-1] if approvers else {}
         return Review(
