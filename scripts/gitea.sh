@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, start and stop a real Gitea on 127.0.0.1 for the forge tests, from Go modules only.
-# See /work/shared/notes/forge-gitea.md for what was checked (version, wrapper-module build, app.ini).
+# See docs/forge.md ("A real Gitea for the tests") for the version pin, the wrapper-module build and app.ini.
 #
 #   scripts/gitea.sh build    # once per version; a no-op when the binary is cached
 #   scripts/gitea.sh start    # idempotent; prints `export LFOPS_TEST_GITEA_...` lines
