@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install and start what the test suite talks to: PostgreSQL, Debian's Chromium, and a real Kubernetes control plane.
+# Install and start what the test suite talks to: PostgreSQL, Debian's Chromium, a real Kubernetes control plane and
+# a real Gitea.
 # Prints `export ...` lines for the test run. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +41,10 @@ if [ -x k8s/dev/cluster.sh ] || [ -f k8s/dev/cluster.sh ]; then
   bash k8s/dev/cluster.sh build >&2
   bash k8s/dev/cluster.sh status >/dev/null 2>&1 || bash k8s/dev/cluster.sh start >&2
   echo "export LFOPS_TEST_KUBECONFIG='$(bash k8s/dev/cluster.sh kubeconfig)'"
+fi
+
+# A real Gitea built from Go modules (cached by version) for the forge tests; `start` prints the export lines
+if [ -f scripts/gitea.sh ]; then
+  bash scripts/gitea.sh build >&2
+  bash scripts/gitea.sh start
 fi
