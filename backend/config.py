@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from backend import yamlio
 from backend.errors import Problem, ValidationFailed
-from backend.secret_args import is_secret_arg
 from backend.llamafactory_checks import run_train_checks
+from backend.secret_args import is_secret_arg
 from backend.value_rules import check_values
 
 METADATA_KEY = "lfops"
