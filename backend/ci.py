@@ -137,10 +137,11 @@ def _yaml_scalar(text: str) -> str:
 def lfops_wheel() -> tuple[str, bytes]:
     """The running lfops as a wheel: (file name, bytes). Same files as setuptools' wheel of the source tree: the
     packages (without byte code), configs/ as data under share/lfops/configs, and the installed metadata."""
-    try:
-        dist = importlib.metadata.distribution("lfops")
-    except importlib.metadata.PackageNotFoundError:
-        raise LfopsError(f"lfops is not installed, so it cannot be vendored for CI: set {CI_INSTALL_SETTING}") from None
+    # The installed distribution (its METADATA), not a source checkout's lfops.egg-info that happens to be on sys.path
+    installed = [d for d in importlib.metadata.distributions(name="lfops") if d.read_text("METADATA")]
+    if not installed:
+        raise LfopsError(f"lfops is not installed, so it cannot be vendored for CI: set {CI_INSTALL_SETTING}")
+    dist = installed[0]
     version = dist.version
     files: dict[str, bytes] = {}
     for package in _PACKAGES:
