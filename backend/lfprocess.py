@@ -15,10 +15,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 APP_ENV_PREFIXES = ("LFOPS_",)
-# Names that carry credentials by convention: HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, PGPASSWORD, API_KEY...
-_CREDENTIAL_NAME = re.compile(
-    r"TOKEN|SECRET|PASSW|CREDENTIAL|(^|_)API_?KEY$|ACCESS_KEY|PRIVATE_KEY|AUTH", re.IGNORECASE
-)
+# Names that carry credentials by convention: HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, PGPASSWORD,
+# GOOGLE_APPLICATION_CREDENTIALS ... (TOKEN as a word of the name: TOKENIZERS_PARALLELISM is not one).
+_CREDENTIAL_NAME = re.compile(r"PASSW|SECRET|CREDENTIAL|(^|_)(TOKENS?|AUTH)(_|$)|(^|_)KEY$", re.IGNORECASE)
 
 
 def llamafactory_cli() -> Path:

@@ -41,6 +41,13 @@ def processes_under(root: Path) -> list[psutil.Process]:
     return found
 
 
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(base + "/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def kill_all_under(root: Path) -> None:
     for proc in processes_under(root):
         try:
@@ -162,15 +169,20 @@ def test_killed_model_server_is_restarted_and_a_new_app_reattaches(deployed, ser
             timeout=30,
             what="the model server started again",
         )
+        wait_for(lambda: _ready(base), timeout=240, what="the restarted model server ready")
+        # the gateway dies too: started again on the same port, the endpoint stays what clients know
+        os.kill(status.gateway_pid, signal.SIGKILL)
         wait_for(
-            lambda: httpx.get(base + "/readyz", timeout=5).status_code == 200,
-            timeout=240,
-            what="the restarted model server ready",
+            lambda: deployment.gateway.alive() and deployment.status().gateway_pid != status.gateway_pid,
+            timeout=30,
+            what="the gateway started again",
         )
+        wait_for(lambda: _ready(base), timeout=60, what="the restarted gateway ready")
     finally:
         supervisor.stop()
     after = deployment.status()
-    assert after.state == "running" and after.model_server_restarts == 1 and after.gateway_pid == status.gateway_pid
+    assert after.state == "running" and after.model_server_restarts == 1 and after.gateway_restarts == 1
+    assert after.endpoint == status.endpoint
     client = openai.OpenAI(base_url=status.endpoint, api_key=key, max_retries=0, timeout=120)
     assert client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=4).choices
     # the app restarts: a fresh object finds both processes by pid + create time, and restarts nothing

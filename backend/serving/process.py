@@ -64,6 +64,7 @@ class ManagedProcess:
         self.state_dir = Path(state_dir)
         self.name = name
         self._child: subprocess.Popen | None = None  # when this app started it: reaped, so no zombie lingers
+        self._exit_code: int | None = None  # of the last child this object reaped
         self._lock = threading.Lock()
 
     @property
@@ -86,6 +87,7 @@ class ManagedProcess:
     def _reap(self) -> None:
         with self._lock:
             if self._child is not None and self._child.poll() is not None:
+                self._exit_code = self._child.returncode
                 self._child = None
 
     def alive(self) -> bool:
@@ -134,13 +136,13 @@ class ManagedProcess:
         )
         _write_atomic(self.record_path, json.dumps(asdict(record), indent=1))
         with self._lock:
-            self._child = proc
+            self._child, self._exit_code = proc, None
         return record
 
     def exit_code(self) -> int | None:
         """The exit code when this app started the process and it has ended (None otherwise)."""
-        with self._lock:
-            return None if self._child is None else self._child.poll()
+        self._reap()
+        return self._exit_code
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM to the process group, SIGKILL to whatever is left after `grace_s`; then forget the record."""
@@ -168,7 +170,7 @@ class ManagedProcess:
         with self._lock:
             if self._child is not None:
                 try:
-                    self._child.wait(timeout=5)
+                    self._exit_code = self._child.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
                 self._child = None
