@@ -259,6 +259,19 @@ def test_observer_gets_each_request_off_the_request_path_and_never_fails_it(gate
         time.sleep(0.05)
     streamed = next(r for r in slow.records if r.stream)
     assert streamed.ttft_s is not None and streamed.completion_tokens == 5 and streamed.prompt_tokens is None
+    assert streamed.error == "" and streamed.status == 200
+
+    # a client that goes away mid-stream: the request is recorded as such, the upstream stream is closed
+    stub.chunk_delay_s = 0.2
+    with httpx.stream("POST", url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers) as s:
+        for line in s.iter_lines():
+            if "tok0" in line:
+                break
+    while not any(r.error for r in slow.records) and time.monotonic() < deadline + 10:
+        time.sleep(0.05)
+    gone = next(r for r in slow.records if r.error)
+    assert gone.error == "client_disconnected" and gone.stream and gone.completion_tokens < 5
+    assert metric(url, "lfops_gateway_in_flight_requests") == 0
 
 
 def test_prompt_text_is_capped_and_never_guessed():

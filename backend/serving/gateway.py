@@ -148,7 +148,7 @@ class _Request:
         self.started = time.perf_counter()
         self.started_wall = time.time()
         self.observers = observers
-        self.body = body
+        self.body = body if observers else b""  # kept only for observers, until the request ends
         self.done = False
         upstream.in_flight += 1
         gateway.metrics.started(upstream.model_version)
@@ -247,6 +247,7 @@ class _Relay:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stats = _StreamStats()
         error = ""
+        relayed = anyio.Event()
         try:
             await send({"type": "http.response.start", "status": self.resp.status_code, "headers": self.headers})
             async with anyio.create_task_group() as tg:
@@ -260,6 +261,7 @@ class _Relay:
                     except httpx.HTTPError as exc:
                         error = f"stream_broken: {type(exc).__name__}"
                         self.req.gateway.metrics.upstream_error(self.req.upstream.model_version, "stream_broken")
+                    relayed.set()  # before the last send: the server reports a disconnect once the response is done
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     tg.cancel_scope.cancel()
 
@@ -267,7 +269,7 @@ class _Relay:
                     nonlocal error
                     while (await receive())["type"] != "http.disconnect":
                         pass
-                    if not error:
+                    if not error and not relayed.is_set():
                         error = "client_disconnected"
                     tg.cancel_scope.cancel()
 
@@ -278,8 +280,6 @@ class _Relay:
                 await self.resp.aclose()
             completion = stats.completion_tokens if stats.completion_tokens is not None else stats.chunks
             ttft = None if stats.first_content is None else stats.first_content - self.req.started
-            if error == "client_disconnected" and stats.chunks and stats.completion_tokens is None:
-                error = ""  # a client that stops reading after [DONE] is not an error
             self.req.finish(
                 self.resp.status_code,
                 stream=True,
