@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 
 import pytest
 import yaml
@@ -15,7 +16,14 @@ import yaml
 from backend.errors import ValidationFailed
 from backend.serving import manifests as sm
 from backend.serving.keys import new_api_key
-from tests.k8s_fixtures import k8s_cluster_fixture  # noqa: F401 - fixture k8s_cluster
+from tests.k8s_fixtures import (
+    create_namespace,
+    create_outputs_volume,
+    delete_namespace,
+    delete_outputs_volumes,
+    k8s_cluster_fixture,  # noqa: F401 - fixture k8s_cluster
+    wait_until,
+)
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LINEAGE = {
@@ -286,8 +294,6 @@ def test_objects_pass_server_side_dry_run_apply_on_kubernetes(request):
     """Every object, for a GPU and a CPU target, accepted by a real kube-apiserver 1.36 (admission included)."""
     from kubernetes import dynamic
 
-    from tests.k8s_fixtures import create_namespace, delete_namespace
-
     cluster = request.getfixturevalue("k8s_cluster")
     namespace = create_namespace(cluster, "lfops-serve-t")
     _, stored = keys(2)
@@ -312,3 +318,81 @@ def test_objects_pass_server_side_dry_run_apply_on_kubernetes(request):
         with contextlib.suppress(Exception):
             delete_namespace(cluster, namespace)
 
+
+@pytest.mark.slow
+def test_applied_deployment_schedules_on_gpu_nodes_rolls_pod_by_pod_and_deletes_cleanly(request):
+    """Applied for real: pods land on the GPU nodes, a new version replaces them one by one without ever going
+    below the wanted replicas (maxUnavailable 0), and deleting by the deployment's labels leaves nothing."""
+    from kubernetes import client, dynamic
+
+    cluster = request.getfixturevalue("k8s_cluster")
+    namespace = create_namespace(cluster, "lfops-serve-t")
+    _, stored = keys(1)
+    target = sm.ServingTarget(**{**GPU.__dict__, "namespace": namespace, "min_replicas": 2, "max_replicas": 2})
+    try:
+        create_outputs_volume(cluster, namespace, claim="lfops-registry")  # the registry's volume, bound
+        with cluster.client() as api:
+            dyn = dynamic.DynamicClient(api)
+            apps = client.AppsV1Api(api)
+            core = client.CoreV1Api(api)
+
+            def apply(m: sm.ServingManifests) -> None:
+                for obj in m.objects():
+                    dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"]).server_side_apply(
+                        body=obj, name=obj["metadata"]["name"], namespace=namespace, field_manager="lfops-test"
+                    )
+
+            def settled(version: str) -> bool:
+                d = apps.read_namespaced_deployment("lfops-serve-support-bot", namespace)
+                pods = core.list_namespaced_pod(namespace, label_selector="lfops.io/deployment=support-bot").items
+                live = [p for p in pods if p.metadata.deletion_timestamp is None]
+                return (
+                    d.status.observed_generation == d.metadata.generation
+                    and d.status.updated_replicas == 2
+                    and d.status.available_replicas == 2
+                    and (d.status.replicas or 0) == 2
+                    and len(live) == 2
+                    and all(p.metadata.labels["lfops.io/model-version"] == version for p in live)
+                )
+
+            apply(sm.build_manifests(spec(3), target, stored))
+            wait_until(lambda: settled("v3"), 120, 0.2, "two v3 pods available")
+            pods = core.list_namespaced_pod(namespace, label_selector="lfops.io/deployment=support-bot").items
+            assert {p.spec.node_name for p in pods} <= {"gpu-node-0", "gpu-node-1"}
+            assert all(p.status.phase == "Running" for p in pods)
+
+            apply(sm.build_manifests(spec(4), target, stored))
+            lowest = 2
+            deadline = time.monotonic() + 180
+            while not settled("v4"):
+                d = apps.read_namespaced_deployment("lfops-serve-support-bot", namespace)
+                lowest = min(lowest, d.status.available_replicas or 0)
+                assert time.monotonic() < deadline, "the rollout to v4 did not finish"
+                time.sleep(0.1)
+            assert lowest == 2  # never below capacity during the rollout
+            rs = apps.list_namespaced_replica_set(namespace, label_selector="lfops.io/deployment=support-bot").items
+            assert len(rs) == 2 and sorted(r.spec.replicas for r in rs) == [0, 2]
+
+            # undeploy: everything lfops made for the deployment, found by its labels
+            for obj in reversed(sm.build_manifests(spec(4), target, stored).objects()):
+                dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"]).delete(
+                    name=obj["metadata"]["name"], namespace=namespace, body={"propagationPolicy": "Foreground"}
+                )
+            selector = "lfops.io/deployment=support-bot"
+
+            def nothing_left() -> bool:
+                return not any(
+                    (
+                        apps.list_namespaced_deployment(namespace, label_selector=selector).items,
+                        apps.list_namespaced_replica_set(namespace, label_selector=selector).items,
+                        core.list_namespaced_pod(namespace, label_selector=selector).items,
+                        core.list_namespaced_service(namespace, label_selector=selector).items,
+                        core.list_namespaced_secret(namespace, label_selector=selector).items,
+                    )
+                )
+
+            wait_until(nothing_left, 120, 0.2, "every object of the deployment deleted")
+    finally:
+        with contextlib.suppress(Exception):
+            delete_namespace(cluster, namespace)
+        delete_outputs_volumes(cluster, namespace)
