@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -222,7 +223,7 @@ class LocalDeployment:
                     self.dir / "upstream.json",
                     Upstream(f"http://{MODEL_SERVER_HOST}:{model_port}", spec.model_version, upstream_key),
                 )
-                self._start_gateway(sock, port)
+                self._start_gateway(sock)
                 _write_json(
                     self.state_path,
                     {
@@ -329,7 +330,7 @@ class LocalDeployment:
             str(self.dir / "keys.json"),
         ]
 
-    def _start_gateway(self, sock: Any, port: int, restarts: int = 0, timeout_s: float = 60.0) -> None:
+    def _start_gateway(self, sock: socket.socket, restarts: int = 0, timeout_s: float = 60.0) -> None:
         fd = sock.fileno()
         env = scrubbed_env(
             {"PYTHONPATH": os.pathsep.join(filter(None, [_backend_root(), os.environ.get("PYTHONPATH")]))},
@@ -512,7 +513,7 @@ class LocalDeployment:
             self._reasons["gateway"] = str(exc)
             return
         try:
-            self._start_gateway(sock, int(state["port"]), restarts=(old.restarts + 1) if old else 1)
+            self._start_gateway(sock, restarts=(old.restarts + 1) if old else 1)
             self._reasons["gateway"] = ""
         except LfopsError as exc:
             self._reasons["gateway"] = str(exc)
