@@ -162,7 +162,7 @@ def ttft(client: httpx.Client, url: str) -> float:
     return first if first is not None else time.perf_counter() - started  # no content: the whole stream
 
 
-def model_overhead(requests: int, work: Path) -> list[tuple[str, float, float, float, float]]:
+def model_overhead(requests: int, runs: int, work: Path) -> list[tuple[str, float, float, float, float]]:
     from backend import demo
     from backend.serving.local_server import LocalDeployment, ModelServerSpec
 
@@ -182,19 +182,28 @@ def model_overhead(requests: int, work: Path) -> list[tuple[str, float, float, f
         for c in (direct, gateway):  # warm up both paths (connections, first generation)
             for _ in range(3):
                 c.post("/v1/chat/completions", json=CHAT).raise_for_status()
-        lat = {"direct": [], "gateway": []}
-        first = {"direct": [], "gateway": []}
-        for i in range(requests):
-            order = [("direct", direct), ("gateway", gateway)]
-            for name, c in order if i % 2 == 0 else reversed(order):
-                started = time.perf_counter()
-                c.post("/v1/chat/completions", json=CHAT).raise_for_status()
-                lat[name].append(time.perf_counter() - started)
-                first[name].append(ttft(c, "/v1/chat/completions"))
+        # per run: p50 and p95 of each path; reported: the median over runs of each
+        per_run: dict[tuple[str, str, int], list[float]] = {}
+        for _ in range(runs):
+            lat: dict[str, list[float]] = {"direct": [], "gateway": []}
+            first: dict[str, list[float]] = {"direct": [], "gateway": []}
+            for i in range(requests):
+                order = [("direct", direct), ("gateway", gateway)]
+                for name, c in order if i % 2 == 0 else reversed(order):
+                    started = time.perf_counter()
+                    c.post("/v1/chat/completions", json=CHAT).raise_for_status()
+                    lat[name].append(time.perf_counter() - started)
+                    first[name].append(ttft(c, "/v1/chat/completions"))
+            for label, data in (("non-streamed latency", lat), ("streamed time to first token", first)):
+                for name in ("direct", "gateway"):
+                    for q in (50, 95):
+                        per_run.setdefault((label, name, q), []).append(pct(data[name], q) * 1000)
         rows = []
-        for label, data in (("non-streamed latency", lat), ("streamed time to first token", first)):
-            d50, d95 = pct(data["direct"], 50) * 1000, pct(data["direct"], 95) * 1000
-            g50, g95 = pct(data["gateway"], 50) * 1000, pct(data["gateway"], 95) * 1000
+        for label in ("non-streamed latency", "streamed time to first token"):
+            d50, g50, d95, g95 = (
+                statistics.median(per_run[(label, name, q)])
+                for name, q in (("direct", 50), ("gateway", 50), ("direct", 95), ("gateway", 95))
+            )
             rows.append((label, d50, g50, d95, g95))
         return rows
     finally:
@@ -268,7 +277,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--requests", type=int, default=30, help="requests per path for the model-server overhead")
+    p.add_argument("--requests", type=int, default=30, help="requests per path and run (model-server overhead)")
     p.add_argument("--skip-model", action="store_true", help="only the stub throughput part")
     p.add_argument("--serve", choices=["stub", "proxy"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -283,10 +292,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lfops-bench-gw-") as tmp:
         work = Path(tmp)
         if not args.skip_model:
-            rows = model_overhead(args.requests, work)
+            rows = model_overhead(args.requests, args.runs, work)
             print(
                 f"\nGateway overhead in front of llamafactory-cli api (tiny model, CPU, {args.requests} requests "
-                "each, interleaved), ms:\n"
+                f"each per run, interleaved, median of {args.runs} runs), ms:\n"
             )
             print("| measure | direct p50 | gateway p50 | added p50 | direct p95 | gateway p95 |")
             print("|---|---:|---:|---:|---:|---:|")
