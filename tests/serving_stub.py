@@ -108,3 +108,26 @@ async def _json(send: Any, status: int, body: bytes) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class JsonLinesObserver:
+    """A request observer for the gateway process (`--observer tests.serving_stub:jsonl_observer`): every request
+    as one JSON line in the file named by LFOPS_TEST_OBSERVER_FILE."""
+
+    def __init__(self, deployment: str, path: str) -> None:
+        self.deployment, self.path = deployment, path
+
+    def wants(self, route: str) -> bool:
+        return True
+
+    def observe(self, record: Any) -> None:
+        import dataclasses
+
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(dataclasses.asdict(record)) + "\n")
+
+
+def jsonl_observer(deployment: str) -> JsonLinesObserver:
+    import os
+
+    return JsonLinesObserver(deployment, os.environ["LFOPS_TEST_OBSERVER_FILE"])

@@ -23,6 +23,7 @@ from backend.serving.gateway import Gateway, GatewayConfig, Upstream, write_upst
 from backend.serving.httpserver import bind_socket, serving
 from backend.serving.keys import KeyRing, new_api_key, read_keys_file, write_keys_file
 from backend.serving.observers import RequestRecord, prompt_text
+from tests.runs_fixtures import wait_for
 from tests.serving_stub import StubModelServer
 
 CHAT = {"model": "stub", "messages": [{"role": "user", "content": "What is 2 plus 3?"}]}
@@ -366,3 +367,56 @@ def test_gateway_process_refuses_a_port_in_use_with_one_line(tmp_path):
         taken.close()
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: port: 127.0.0.1:{port} is already in use"
+
+
+def test_gateway_process_loads_observers_and_serves(stub, tmp_path):
+    """The gateway as lfops runs it (its own process), with a request observer plugged in by `--observer`."""
+    key, stored = new_api_key()
+    write_keys_file(tmp_path / "keys.json", [stored])
+    write_upstream_file(tmp_path / "upstream.json", Upstream(stub.url, "tiny-sft:v7", "upstream-secret"))
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LFOPS_TEST_OBSERVER_FILE": str(tmp_path / "seen.jsonl")}
+    command = [
+        sys.executable,
+        "-m",
+        "backend.serving.gateway",
+        "--deployment",
+        "demo",
+        "--upstream-file",
+        str(tmp_path / "upstream.json"),
+        "--keys-file",
+        str(tmp_path / "keys.json"),
+        "--fd",
+        str(sock.fileno()),
+    ]
+    proc = subprocess.Popen(
+        [*command, "--observer", "tests.serving_stub:jsonl_observer"],
+        env=env,
+        pass_fds=(sock.fileno(),),
+        stderr=subprocess.PIPE,
+    )
+    sock.close()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url + "/healthz"), timeout=30, what="the gateway process")
+        r = httpx.post(url + "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+        wait_for(lambda: (tmp_path / "seen.jsonl").exists(), timeout=10, what="the observer's line")
+        seen = json.loads((tmp_path / "seen.jsonl").read_text().splitlines()[0])
+        assert seen["model_version"] == "tiny-sft:v7" and seen["prompt"] == "user: What is 2 plus 3?"
+        assert key not in (tmp_path / "seen.jsonl").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    bad = subprocess.run(
+        [*command, "--observer", "tests.serving_stub:nothing"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: observer: cannot load tests.serving_stub:nothing")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -551,7 +551,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--fd", type=int, help="serve on this inherited, already listening socket instead")
     p.add_argument("--read-timeout", type=float, default=600.0)
+    p.add_argument(
+        "--observer",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="a request observer: FACTORY(deployment) returns a RequestObserver (repeatable)",
+    )
     return p
+
+
+def load_observer(spec: str, deployment: str) -> RequestObserver:
+    """`package.module:factory` -> factory(deployment); how request sampling is plugged into the gateway process."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise LfopsError(f"observer: {spec!r} must be MODULE:FACTORY", field="observer")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise LfopsError(f"observer: cannot load {spec} ({exc})", field="observer") from None
+    observer = factory(deployment)
+    if not isinstance(observer, RequestObserver):
+        raise LfopsError(f"observer: {spec} did not return an object with wants() and observe()", field="observer")
+    return observer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -573,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
             upstream_file=args.upstream_file,
             read_timeout_s=args.read_timeout,
         )
-        app = Gateway(config).app
+        observers = [load_observer(spec, args.deployment) for spec in args.observer]
+        app = Gateway(config, observers=observers).app
         if args.fd is None:
             from backend.serving.httpserver import bind_socket
 
