@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from backend.errors import LfopsError
-from backend.lfprocess import scrubbed_env
+from backend.runners.lfprocess import child_env
 from backend.serving.keys import KeyRing, hash_key, key_id_of, new_api_key, read_keys_file, write_keys_file
 from backend.serving.names import check_deployment_name, default_deployment_name
 from backend.serving.process import Backoff, ManagedProcess
@@ -68,9 +68,9 @@ def test_scrubbed_env_drops_app_settings_and_credentials_but_keeps_what_is_asked
         "PATH": "/usr/bin",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    training = scrubbed_env(base=base)
+    training = child_env(base=base)
     assert "LFOPS_DATABASE_URL" not in training and training["WANDB_API_KEY"] == "w"  # training keeps its credentials
-    server = scrubbed_env({"API_KEY": "mine"}, drop_credentials=True, keep=("HF_TOKEN",), base=base)
+    server = child_env({"API_KEY": "mine"}, drop_credentials=True, keep=("HF_TOKEN",), base=base)
     assert server["API_KEY"] == "mine" and server["HF_TOKEN"] == "hf_x" and server["HOME"] == "/home/u"
     for gone in ("LFOPS_DATABASE_URL", "WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD"):
         assert gone not in server

@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from backend.errors import LfopsError, TimedOut
@@ -22,6 +22,11 @@ from backend.errors import LfopsError, TimedOut
 # The app's credentials: a training process has no business with its database or its cluster.
 SECRET_ENV_PREFIXES = ("LFOPS_",)
 SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "KUBECONFIG"})
+# Names that carry credentials by convention: HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY, PGPASSWORD,
+# GOOGLE_APPLICATION_CREDENTIALS ... (TOKEN as a word of the name: TOKENIZERS_PARALLELISM is not one). A model
+# *server* loses all of them (it answers requests from outside and needs none); training keeps those that are not
+# the app's own (`report_to: wandb` needs WANDB_API_KEY, a gated hub model HF_TOKEN).
+_CREDENTIAL_NAME = re.compile(r"PASSW|SECRET|CREDENTIAL|(^|_)(TOKENS?|AUTH)(_|$)|(^|_)KEY$", re.IGNORECASE)
 # Waits for the command and records its exit code atomically (how a restarted app learns a detached run's outcome).
 _WRAPPER = '"$1" "$2" "$3"; code=$?; printf "%s\\n" "$code" > "$4.tmp" && mv "$4.tmp" "$4"'
 _ERROR_RE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b:?")
@@ -36,12 +41,31 @@ def is_secret(name: str) -> bool:
     return name.startswith(SECRET_ENV_PREFIXES) or name in SECRET_ENV_NAMES
 
 
-def child_env(extra: Mapping[str, str] | None = None, cli: Path | None = None) -> dict[str, str]:
-    """The app's environment without its secrets, the venv's tools first on PATH (torchrun, when LLaMA-Factory
-    launches distributed training), plus `extra` (set last: lfops' own markers such as LFOPS_RUN_DIR)."""
-    env = {k: v for k, v in os.environ.items() if not is_secret(k)}
+def is_credential_name(name: str) -> bool:
+    return bool(_CREDENTIAL_NAME.search(name))
+
+
+def child_env(
+    extra: Mapping[str, str] | None = None,
+    cli: Path | None = None,
+    *,
+    drop_credentials: bool = False,
+    keep: Iterable[str] = (),
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The app's environment (`base`, default os.environ) without its secrets and, with `drop_credentials`, without
+    anything credential-like except the names in `keep`; the venv's tools first on PATH (torchrun, when LLaMA-Factory
+    launches distributed training); unbuffered output; then `extra` (set last: what the caller sets on purpose, such
+    as lfops' own markers like LFOPS_RUN_DIR)."""
+    kept = set(keep)
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not is_secret(k) and (not drop_credentials or k in kept or not is_credential_name(k))
+    }
     tools = (Path(cli) if cli else llamafactory_cli()).parent
     env["PATH"] = os.pathsep.join([str(tools), env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
 

@@ -45,7 +45,7 @@ import httpx
 
 from backend import yamlio
 from backend.errors import Conflict, LfopsError, NotFound, TimedOut
-from backend.lfprocess import llamafactory_cli, scrubbed_env
+from backend.runners.lfprocess import child_env, llamafactory_cli
 from backend.serving.gateway import Upstream, write_upstream_file
 from backend.serving.httpserver import bind_socket, free_port
 from backend.serving.keys import StoredKey, write_keys_file
@@ -246,7 +246,7 @@ class LocalDeployment:
         return self.status()
 
     def _model_server_env(self, port: int, upstream_key: str) -> dict[str, str]:
-        return scrubbed_env(
+        return child_env(
             {
                 "API_HOST": MODEL_SERVER_HOST,
                 "API_PORT": str(port),
@@ -332,7 +332,7 @@ class LocalDeployment:
 
     def _start_gateway(self, sock: socket.socket, restarts: int = 0, timeout_s: float = 60.0) -> None:
         fd = sock.fileno()
-        env = scrubbed_env(
+        env = child_env(
             {"PYTHONPATH": os.pathsep.join(filter(None, [_backend_root(), os.environ.get("PYTHONPATH")]))},
             drop_credentials=True,
         )
@@ -526,7 +526,7 @@ class _PortTaken(Exception):
 
 
 def _reason(proc: ManagedProcess, tail: list[str]) -> str:
-    from backend.runners.local import failure_reason
+    from backend.runners.lfprocess import failure_reason
 
     code = proc.exit_code()
     if code is None:

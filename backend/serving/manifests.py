@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from backend.errors import LfopsError, Problem, ValidationFailed
-from backend.runners.k8s_manifests import MANAGED_BY, MANAGED_BY_KEY, PREFIX, label_value, lineage_key, short
+from backend.runners.kubernetes.manifests import MANAGED_BY, MANAGED_BY_KEY, PREFIX, label_value, lineage_key, short
 from backend.serving.keys import KEYS_FORMAT, StoredKey
 from backend.serving.metrics import IN_FLIGHT_METRIC
 from backend.serving.names import check_deployment_name
