@@ -27,8 +27,8 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from backend.errors import Conflict, GitFailure, LfopsError
+from backend.redaction import redact
 
-_CRED_RE = re.compile(r"(//[^/@\s:]+):[^@\s/]+@")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ZERO = "0" * 40
 
@@ -36,11 +36,6 @@ _ZERO = "0" * 40
 def _git_env(env: dict | None = None) -> dict[str, str]:
     """Every git subprocess: never prompts for credentials, messages in English for matching."""
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-
-
-def redact(text: str) -> str:
-    """Remove credentials embedded in Git URLs (https://user:token@host) from a message."""
-    return _CRED_RE.sub(r"\1:***@", text)
 
 
 def check_name(value: str, field: str = "name") -> str:
@@ -123,6 +118,21 @@ class TreeFiles:
         if tree.type != "tree":
             return []
         return sorted(item.path for item in tree.traverse() if item.type == "blob")
+
+    def is_link(self, path: str) -> bool:
+        """Whether `path`, or a folder on the way to it, is a symbolic link (a blob of mode 120000) in the commit."""
+        tree = self._tree
+        for part in path.strip("/").split("/"):
+            try:
+                obj = tree / part
+            except KeyError:
+                return False
+            if obj.mode == 0o120000:
+                return True
+            if obj.type != "tree":
+                return False
+            tree = obj
+        return False
 
 
 class GitStore:
