@@ -160,7 +160,8 @@ class GitStore:
         proc = self._proc(args, env=env, input=input)
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
-            raise GitFailure(f"git {args[0]} failed: {redact(err.splitlines()[-1] if err else 'no output')}")
+            last = err.splitlines()[-1] if err else "no output"
+            raise GitFailure(f"git {args[0]} failed: {redact(last, self.remote_url)}")
         return proc.stdout
 
     def git(self, *args: str, env: dict | None = None, input: str | None = None, check: bool = True) -> str:
@@ -271,7 +272,7 @@ class GitStore:
         stderr = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() != 0:
             last = stderr.splitlines()[-1] if stderr else "no output"
-            raise GitFailure(f"git archive {treeish} failed: {redact(last)}")
+            raise GitFailure(f"git archive {treeish} failed: {redact(last, self.remote_url)}")
         if unpacked is not None:
             raise GitFailure(f"git archive {treeish}: {unpacked}")
 
@@ -368,7 +369,7 @@ class GitStore:
         lease = f"--force-with-lease=refs/heads/{branch}:{expect or ''}"
         proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
         if proc.returncode != 0:
-            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
+            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip(), self.remote_url)
             if "stale info" in text or "fetch first" in text or "already exists" in text:
                 if expect is None:
                     raise Conflict(f"branch {branch!r} already exists on origin; choose another name")
@@ -380,7 +381,7 @@ class GitStore:
         lease = f"--force-with-lease=refs/heads/{branch}:{expect}"
         proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
         if proc.returncode != 0:
-            err = redact(proc.stderr.decode(errors="replace").strip())
+            err = redact(proc.stderr.decode(errors="replace").strip(), self.remote_url)
             raise GitFailure(f"could not delete branch {branch!r} on origin: {err}")
         with self._locked():
             self.git("update-ref", "-d", f"refs/remotes/origin/{branch}", check=False)

@@ -105,9 +105,9 @@ def _replacements(url: str) -> list[tuple[str, str]]:
         secrets |= {password, unquote(password)}
         parts = set(re.split(r"[@/:?#]", password)) - {""}
     pairs = [(s, HIDDEN) for s in secrets | parts if len(s) >= _DISTINCT]
-    for part in secrets | parts:
-        pairs += [(f"{part}@", f"{HIDDEN}@"), (f":{part}@", f":{HIDDEN}@"), (f"'{part}'", f"'{HIDDEN}'")]
-        pairs.append((f'"{part}"', f'"{HIDDEN}"'))
+    for part in secrets | parts:  # a short part only where a URL or a quote puts it (`//Xv:Jk@`, `'w'`)
+        pairs += [(f"{part}@", f"{HIDDEN}@"), (f"//{part}:", f"//{HIDDEN}:"), (f":{part}/", f":{HIDDEN}/")]
+        pairs += [(f"'{part}'", f"'{HIDDEN}'"), (f'"{part}"', f'"{HIDDEN}"')]
     return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
 
 

@@ -145,12 +145,19 @@ class Settings(BaseModel):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
+        if password_is_ambiguous(value):  # SQLAlchemy would take the password's tail for the host, and show it
+            raise ValueError(AMBIGUOUS_AT)
         try:
             make_url(value)
         except (ArgumentError, ValueError):
             # never the value itself: it may hold a password
             raise ValueError("not a database URL (e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB)") from None
-        if password_is_ambiguous(value):  # SQLAlchemy would take the password's tail for the host, and show it
+        return value
+
+    @field_validator("repo_url")
+    @classmethod
+    def _repo_url(cls, value: str) -> str:
+        if password_is_ambiguous(value):  # Git would take the password's tail for the user, and show it
             raise ValueError(AMBIGUOUS_AT)
         return value
 
@@ -248,8 +255,8 @@ def _one_line(where: str, error: dict, hint: Any, value: object) -> SettingsErro
     else:
         reason = f"must be {_expected(hint)}"
         if where not in _SECRET:
-            reason += f", got {value if value is not None else error.get('input')!r}"
-    return SettingsError(redact(f"{where}: {reason}"), field=where)
+            reason += redact(f", got {value if value is not None else error.get('input')!r}")
+    return SettingsError(f"{where}: {reason}", field=where)
 
 
 def _expected(hint: Any) -> str:
