@@ -4,7 +4,8 @@
 secrets, wherever they are: a Hugging Face token under `run_name`, an AWS key in the `lfops:` block, a private key
 pasted into a save message. One function decides (`secret_kinds`), and everything that writes user text to Git asks
 it: config validation (`check_config_values`, every string of the training keys and the `lfops:` block, nested ones
-and keys included) and save (`refuse_secrets` on the message, title, name and branch).
+and keys included) and save (`refuse_secrets` on the message, whose first line is the title, the name and the
+branch).
 
 The shapes are detect-secrets' maintained regular-expression plugins where they fit (AWS key ids, GitHub, GitLab,
 private keys, Slack, Stripe, ...), plus our own for what it lacks or catches only in an old form (Hugging Face,
