@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import os
 import posixpath
 import types
 import typing
@@ -19,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from backend import yamlio
+from backend import secret_scan, yamlio
 from backend.errors import Problem, ValidationFailed
 from backend.llamafactory_checks import run_train_checks
 from backend.secret_args import is_secret_arg
@@ -37,6 +38,8 @@ SECTION_ORDER = ["model", "method", "dataset", "train", "generation"]
 _LIST_AS_CSV = ("dataset", "eval_dataset")
 _REMOTE = "REMOTE:"  # dataset_dir of a hub dataset repository holding dataset_info.json (LLaMA-Factory >= 0.9.4)
 _SMALL_FILE = 256 * 1024 * 1024
+# Why a file is refused; save (Git trees) and `lfops validate` (a checkout) say the same.
+REGULAR_FILES_ONLY = "dataset files and DeepSpeed configs must be regular files inside the repository"
 # Within a section these come first, as in LLaMA-Factory's examples; the rest follow the dataclasses' order.
 _LEADING = ["model_name_or_path", "stage", "do_train", "finetuning_type", "dataset", "template", "output_dir"]
 
@@ -53,7 +56,12 @@ class Files(Protocol):
         ...
 
     def list_files(self, path: str) -> list[str]:
-        """Files under `path` if it is a directory (sorted, repository-relative), else []."""
+        """Files under `path` if it is a directory (sorted, repository-relative), else []; symbolic links are listed
+        too, so that they can be refused."""
+        ...
+
+    def is_link(self, path: str) -> bool:
+        """Whether `path`, or a folder on the way to it, is a symbolic link."""
         ...
 
 
@@ -79,7 +87,22 @@ class DirFiles:
         p = self._path(path)
         if p is None or not p.is_dir():
             return []
-        return sorted(str(f.relative_to(self.root)) for f in p.rglob("*") if f.is_file())
+        found = []
+        for folder, dirs, names in os.walk(p):  # links are not followed, but listed (a link to a folder too)
+            base = Path(folder)
+            found += [base / d for d in dirs if (base / d).is_symlink()]
+            found += [base / n for n in names if (base / n).is_symlink() or (base / n).is_file()]
+        return sorted(str(f.relative_to(self.root)) for f in found)
+
+    def is_link(self, path: str) -> bool:
+        current = self.root
+        for part in Path(path).parts:
+            current = current / part
+            if current.is_symlink():
+                return True
+            if not current.exists():
+                return False
+        return False
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -246,15 +269,30 @@ class TrainConfig:
         """The ZeRO stage of the config's DeepSpeed config (a mapping, or a file in the repository), None if unknown."""
         deepspeed = self.args.get("deepspeed")
         if isinstance(deepspeed, str) and files is not None:
-            path = posixpath.normpath(deepspeed)
-            raw = files.read(path) if not (path.startswith(("/", "..")) or path == ".") else None
+            path = _inside_repository(deepspeed)
+            raw = files.read(path) if path is not None and not files.is_link(path) else None
             try:
                 deepspeed = json.loads(raw) if raw is not None else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
                 deepspeed = None
         zero = deepspeed.get("zero_optimization") if isinstance(deepspeed, dict) else None
         stage = zero.get("stage") if isinstance(zero, dict) else None
         return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
+
+    def check_deepspeed(self, files: Files) -> list[Problem]:
+        """A DeepSpeed config given as a path is a regular file inside the repository: the run reads it from its
+        checkout of the commit, so a path outside it (absolute, `../`) or a link would read something unreviewed."""
+        deepspeed = self.args.get("deepspeed")
+        if not isinstance(deepspeed, str) or not deepspeed:
+            return []
+        path = _inside_repository(deepspeed)
+        if path is None:
+            return [Problem("deepspeed", f"must be a path inside the config repository, got {deepspeed!r}")]
+        if files.is_link(path):
+            return [Problem("deepspeed", f"{path} is a symbolic link; {REGULAR_FILES_ONLY}")]
+        if files.read(path) is None:
+            return [Problem("deepspeed", f"{path} is not a file in the config repository", "warning")]
+        return []
 
     def check_metadata(self) -> list[Problem]:
         problems = []
@@ -300,6 +338,8 @@ class TrainConfig:
         if ddir.startswith("/") or norm.startswith(".."):
             return [Problem("dataset_dir", f"must be a path inside the repository, got {ddir!r}")], ""
         info_path = posixpath.join(norm, "dataset_info.json")
+        if files.is_link(info_path):
+            return [Problem("dataset_dir", f"{info_path} is a symbolic link; {REGULAR_FILES_ONLY}")], ""
         raw = files.read(info_path)
         if raw is None:
             return [Problem("dataset_dir", f"{info_path} does not exist")], ""
@@ -309,6 +349,8 @@ class TrainConfig:
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             return [Problem("dataset_dir", f"{info_path} is not valid JSON: {exc}")], ""
+        except RecursionError:
+            return [Problem("dataset_dir", f"{info_path} is not valid JSON: nested too deeply")], ""
         parts = []
         for name in self.dataset_names():
             entry = info.get(name)
@@ -328,6 +370,10 @@ class TrainConfig:
             if path.startswith("..") or file_name.startswith("/"):
                 problems.append(Problem("dataset", f"{name!r} points outside the repository: {file_name!r}"))
                 continue
+            links = [path] if files.is_link(path) else [p for p in files.list_files(path) if files.is_link(p)]
+            if links:
+                problems.append(Problem("dataset", f"{name!r}: {links[0]} is a symbolic link; {REGULAR_FILES_ONLY}"))
+                continue
             digest = files.digest(path)
             digests = {path: digest} if digest else {p: files.digest(p) for p in files.list_files(path)}
             if not digests:
@@ -338,8 +384,13 @@ class TrainConfig:
         return problems, "" if failed else _version_hash(sorted(parts))
 
     def validate(self, files: Files) -> tuple[ValidationReport, str]:
+        # Credentials first, and alone: other problems quote values, and the error must not show the secret.
+        secrets = secret_scan.check_config_values(self.args, self.metadata, METADATA_KEY)
+        if secrets:
+            return ValidationReport(secrets), ""
         report = ValidationReport(self.check_metadata())
         report.problems += self.check_args(files)
+        report.problems += self.check_deepspeed(files)
         ds_problems, version = self.check_datasets(files)
         report.problems += ds_problems
         return report, version
@@ -409,6 +460,14 @@ class FrozenConfig:
     config: TrainConfig
     canonical_yaml: str
     config_hash: str
+
+
+def _inside_repository(path: str) -> str | None:
+    """`path` normalised, repository-relative; None when it is absolute or leaves the repository."""
+    norm = posixpath.normpath(path)
+    if path.startswith("/") or norm == ".." or norm.startswith("../") or norm == ".":
+        return None
+    return norm
 
 
 def _version_hash(parts: list[str]) -> str:

@@ -27,8 +27,8 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from backend.errors import Conflict, GitFailure, LfopsError
+from backend.redaction import redact
 
-_CRED_RE = re.compile(r"(//[^/@\s:]+):[^@\s/]+@")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ZERO = "0" * 40
 
@@ -36,11 +36,6 @@ _ZERO = "0" * 40
 def _git_env(env: dict | None = None) -> dict[str, str]:
     """Every git subprocess: never prompts for credentials, messages in English for matching."""
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-
-
-def redact(text: str) -> str:
-    """Remove credentials embedded in Git URLs (https://user:token@host) from a message."""
-    return _CRED_RE.sub(r"\1:***@", text)
 
 
 def check_name(value: str, field: str = "name") -> str:
@@ -124,6 +119,21 @@ class TreeFiles:
             return []
         return sorted(item.path for item in tree.traverse() if item.type == "blob")
 
+    def is_link(self, path: str) -> bool:
+        """Whether `path`, or a folder on the way to it, is a symbolic link (a blob of mode 120000) in the commit."""
+        tree = self._tree
+        for part in path.strip("/").split("/"):
+            try:
+                obj = tree / part
+            except KeyError:
+                return False
+            if obj.mode == 0o120000:
+                return True
+            if obj.type != "tree":
+                return False
+            tree = obj
+        return False
+
 
 class GitStore:
     """Operations on the config repository, through lfops' bare mirror of `origin`."""
@@ -150,7 +160,8 @@ class GitStore:
         proc = self._proc(args, env=env, input=input)
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
-            raise GitFailure(f"git {args[0]} failed: {redact(err.splitlines()[-1] if err else 'no output')}")
+            last = err.splitlines()[-1] if err else "no output"
+            raise GitFailure(f"git {args[0]} failed: {redact(last, self.remote_url)}")
         return proc.stdout
 
     def git(self, *args: str, env: dict | None = None, input: str | None = None, check: bool = True) -> str:
@@ -261,7 +272,7 @@ class GitStore:
         stderr = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() != 0:
             last = stderr.splitlines()[-1] if stderr else "no output"
-            raise GitFailure(f"git archive {treeish} failed: {redact(last)}")
+            raise GitFailure(f"git archive {treeish} failed: {redact(last, self.remote_url)}")
         if unpacked is not None:
             raise GitFailure(f"git archive {treeish}: {unpacked}")
 
@@ -358,7 +369,7 @@ class GitStore:
         lease = f"--force-with-lease=refs/heads/{branch}:{expect or ''}"
         proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
         if proc.returncode != 0:
-            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
+            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip(), self.remote_url)
             if "stale info" in text or "fetch first" in text or "already exists" in text:
                 if expect is None:
                     raise Conflict(f"branch {branch!r} already exists on origin; choose another name")
@@ -370,7 +381,7 @@ class GitStore:
         lease = f"--force-with-lease=refs/heads/{branch}:{expect}"
         proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
         if proc.returncode != 0:
-            err = redact(proc.stderr.decode(errors="replace").strip())
+            err = redact(proc.stderr.decode(errors="replace").strip(), self.remote_url)
             raise GitFailure(f"could not delete branch {branch!r} on origin: {err}")
         with self._locked():
             self.git("update-ref", "-d", f"refs/remotes/origin/{branch}", check=False)

@@ -22,6 +22,7 @@ from backend.config_rows import record_config
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, Problem, ValidationFailed
 from backend.gitstore import GitStore, Identity, check_branch, check_name, trailers
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
+from backend.secret_scan import refuse_secrets
 from backend.store import Store
 from backend.store.models import ChangeRequest, Review, utcnow
 
@@ -153,6 +154,7 @@ class ChangeRequests:
     ) -> SaveResult:
         """Validate, commit `configs/<name>.yaml` on a new branch from main, push it, and open a change request."""
         require(actor, "config.save")
+        refuse_secrets({"message": message, "name": name, "branch": branch})  # the title is the message's first line
         check_name(name, "name")
         branch = check_branch(branch or f"{actor.name}/{name}")
         message = (message or "").strip()

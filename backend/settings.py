@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from backend.errors import SettingsError
+from backend.redaction import AMBIGUOUS_AT, password_is_ambiguous, redact
 
 ENV_PREFIX = "LFOPS_"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
@@ -144,11 +145,20 @@ class Settings(BaseModel):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
+        if password_is_ambiguous(value):  # SQLAlchemy would take the password's tail for the host, and show it
+            raise ValueError(AMBIGUOUS_AT)
         try:
             make_url(value)
         except (ArgumentError, ValueError):
             # never the value itself: it may hold a password
             raise ValueError("not a database URL (e.g. postgresql+psycopg://USER:PASSWORD@HOST/DB)") from None
+        return value
+
+    @field_validator("repo_url")
+    @classmethod
+    def _repo_url(cls, value: str) -> str:
+        if password_is_ambiguous(value):  # Git would take the password's tail for the user, and show it
+            raise ValueError(AMBIGUOUS_AT)
         return value
 
     @field_validator("main_branch")
@@ -206,12 +216,12 @@ class Settings(BaseModel):
             attr = str(error["loc"][0]) if error["loc"] else ""
             info = cls.model_fields.get(attr)
             if info is None:
-                raise SettingsError(f"settings: {error['msg']}") from None
+                raise SettingsError(redact(f"settings: {error['msg']}")) from None
             value = error.get("input") if len(error["loc"]) == 1 else None
             hint = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
             raise _one_line(ENV_PREFIX + attr.upper(), error, hint, value) from None
         except SourceError as exc:
-            raise SettingsError(f"settings: {str(exc).splitlines()[0]}") from None
+            raise SettingsError(redact(f"settings: {str(exc).splitlines()[0]}")) from None
         return cls.model_construct(**{name: getattr(loaded, name) for name in cls.model_fields})
 
 
@@ -245,7 +255,7 @@ def _one_line(where: str, error: dict, hint: Any, value: object) -> SettingsErro
     else:
         reason = f"must be {_expected(hint)}"
         if where not in _SECRET:
-            reason += f", got {value if value is not None else error.get('input')!r}"
+            reason += redact(f", got {value if value is not None else error.get('input')!r}")
     return SettingsError(f"{where}: {reason}", field=where)
 
 

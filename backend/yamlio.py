@@ -3,6 +3,9 @@
 LLaMA-Factory loads configs with OmegaConf, whose float rule (YAML 1.2 style) reads `5e-5` as a float where PyYAML's
 YAML 1.1 rule reads the string "5e-5". We parse with that same rule, and we write floats in a form both parsers agree
 on (`5.0e-05`), and quote strings that either parser would take for a number.
+
+A document is at most MAX_BYTES long and nested at most MAX_DEPTH levels deep (`[[[[...` or `- - - -...`): PyYAML
+composes nested nodes recursively, so without the cap 10,000 levels end in a RecursionError instead of a message.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ _FLOAT_RE = re.compile(
     re.X,
 )
 MAX_BYTES = 1_000_000
+MAX_DEPTH = 64  # LLaMA-Factory's configs nest 2 levels; DeepSpeed's inline mappings 3
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe, OmegaConf-compatible floats, no anchors/aliases (no alias bombs), no duplicate keys."""
+    """Safe, OmegaConf-compatible floats, no anchors/aliases (no alias bombs), no duplicate keys, bounded depth."""
+
+    depth = 0
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -52,7 +58,17 @@ def _compose_node(self: _Loader, parent: Any, index: Any) -> Any:
         raise yaml.constructor.ConstructorError(
             None, None, "YAML anchors (&name) are not allowed in training configs", event.start_mark
         )
-    return yaml.SafeLoader.compose_node(self, parent, index)
+    if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    if self.depth >= MAX_DEPTH:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
+        )
+    self.depth += 1
+    try:
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self.depth -= 1
 
 
 def _construct_mapping(self: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -71,9 +87,11 @@ _Loader.construct_mapping = _construct_mapping  # type: ignore[method-assign]
 
 def load_mapping(data: bytes | str, source: str = "config") -> dict[str, Any]:
     """Parse a YAML document that must be a mapping; any problem is a ValidationFailed naming `source`."""
+    size = len(data) if isinstance(data, bytes) else _utf8_size(data)
+    if size > MAX_BYTES:
+        reason = f"is {size:,} bytes, larger than the {MAX_BYTES:,} bytes a config may have"
+        raise ValidationFailed([Problem("file", reason)], source)
     if isinstance(data, bytes):
-        if len(data) > MAX_BYTES:
-            raise ValidationFailed([Problem("file", f"larger than {MAX_BYTES} bytes")], source)
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -93,6 +111,12 @@ def load_mapping(data: bytes | str, source: str = "config") -> dict[str, Any]:
         if not isinstance(key, str):
             raise ValidationFailed([Problem(repr(key), "keys must be strings")], source)
     return doc
+
+
+def _utf8_size(text: str) -> int:
+    if len(text) > MAX_BYTES:  # each character is at least one byte: no need to encode a huge text
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def key_lines(data: bytes | str) -> dict[str, int]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from backend.cli.common import Subparsers, workspace
+from backend.redaction import redact_url
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     ws = workspace(args)
     result = ws.init(demo_users=not args.no_demo_users)
     print(f"workspace: {result.settings.workspace}")
-    print(f"config repository (origin): {result.settings.repo_url}")
+    print(f"config repository (origin): {redact_url(result.settings.repo_url)}")
     print(f"database: {ws.store.url if 'sqlite' in ws.store.url else '(from LFOPS_DATABASE_URL)'}")
     if result.credentials:
         print("users created (passwords are shown only this once):")

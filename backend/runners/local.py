@@ -40,6 +40,7 @@ from backend import yamlio
 from backend.config import METADATA_KEY
 from backend.errors import GitFailure, NotFound
 from backend.gitstore import GitStore
+from backend.redaction import redact_url
 from backend.runners import lfprocess
 from backend.runners.base import Runner, RunSpec, RunState, RunStatus
 from backend.runners.lfprocess import failure_reason, llamafactory_cli
@@ -154,7 +155,7 @@ class LocalRunner(Runner):
         process = {
             "runner": self.name,
             "run_dir": str(run_dir),
-            "checkout": f"git archive of {spec.commit} from {spec.repo_url}",
+            "checkout": f"git archive of {spec.commit} from {redact_url(spec.repo_url)}",
             "cwd": str(run_dir / "checkout"),
             "command": lfprocess.command("train", yaml_path, self.cli),
             "log": str(run_dir / "train.log"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend import redaction
 from backend.errors import StoreUnavailable
 from backend.store import models
 
@@ -25,11 +25,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def redact_url(url: str) -> str:
-    """The database URL without its password, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL must still not leak
-        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+    """The database URL without its password, for messages and logs (backend.redaction: however malformed)."""
+    return redaction.redact_url(url)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
@@ -84,6 +81,8 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        if redaction.password_is_ambiguous(url):  # SQLAlchemy would take the password's tail for the host
+            raise StoreUnavailable(f"database URL {redact_url(url)} is not usable: {redaction.AMBIGUOUS_AT}")
         kwargs: dict = {"future": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
@@ -94,7 +93,8 @@ class Store:
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StoreUnavailable(f"database URL {redact_url(url)} is not usable: {exc}") from None
+            reason = redaction.redact(str(exc), url)
+            raise StoreUnavailable(f"database URL {redact_url(url)} is not usable: {reason}") from None
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -107,7 +107,7 @@ class Store:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except OperationalError as exc:
-            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {self._reason(exc)}") from None
 
     def schema_revision(self) -> str:
         """The schema revision the database is at ("" for a database lfops never upgraded)."""
@@ -117,7 +117,7 @@ class Store:
             with self.engine.connect() as conn:
                 return ",".join(sorted(MigrationContext.configure(conn).get_current_heads()))
         except OperationalError as exc:
-            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {self._reason(exc)}") from None
 
     def require_current_schema(self) -> None:
         """Raise StoreUnavailable, saying what to run, unless the schema is exactly the one this lfops needs."""
@@ -183,7 +183,11 @@ class Store:
             with self._sessions() as session, session.begin():
                 yield session
         except OperationalError as exc:
-            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {self._reason(exc)}") from None
+
+    def _reason(self, exc: BaseException) -> str:
+        """The driver's first line, which may quote the URL or parts of it, redacted."""
+        return redaction.redact(_first_line(exc), self.url)
 
     def dispose(self) -> None:
         self.engine.dispose()
