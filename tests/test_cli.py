@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import re
 import subprocess
-import sys
 import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 from backend.cli import build_parser, main
 from backend.cli.main import COMMAND_GROUP, plugin_commands
+from tests.helpers import ROOT, git, git_clone, run_lfops
 from webui import cli as webui_cli
-
-LFOPS = str(Path(sys.executable).parent / "lfops")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
     ws: Path, *args: str, user: str | None = None, password: str | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LFOPS_WORKSPACE": str(ws)}
-    env.pop("LFOPS_DATABASE_URL", None)
-    if user:
-        env |= {"LFOPS_USER": user, "LFOPS_PASSWORD": password or ""}
-    return subprocess.run([LFOPS, *args], capture_output=True, text=True, env=env, input=stdin, timeout=300)
+    return run_lfops(*args, workspace=ws, user=user, password=password, stdin=stdin)
 
 
 def test_walkthrough(tmp_path):
@@ -39,7 +31,7 @@ def test_walkthrough(tmp_path):
     assert run(ws, "init").stdout.strip().endswith("nothing changed")
 
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(ws / "origin.git"), str(clone)], check=True)
+    git_clone(ws / "origin.git", clone)
     example = (clone / "configs" / "example.yaml").read_text()
     (tmp_path / "new.yaml").write_text(example.replace("lora_rank: 8", "lora_rank: 16"))
 
@@ -70,7 +62,7 @@ def test_walkthrough(tmp_path):
 
     log = run(ws, "log").stdout
     assert f"Merge change request #{cr}" in log and "Approved-by: rita <rita@lfops.local>" in log
-    subprocess.run(["git", "-C", str(clone), "pull", "-q"], check=True)
+    git(clone, "pull", "-q")
     assert "lora_rank: 16" in (clone / "configs" / "rank16.yaml").read_text()
 
     added = run(
@@ -92,12 +84,7 @@ def test_walkthrough(tmp_path):
     db = (ws / "lfops.db").read_bytes() + b"".join(p.read_bytes() for p in ws.glob("lfops.db*") if p.is_file())
     for secret in [*passwords.values(), "bob-secret-1"]:
         assert secret.encode() not in db
-        assert (
-            secret
-            not in subprocess.run(
-                ["git", "-C", str(ws / "origin.git"), "log", "--all", "-p"], capture_output=True, text=True
-            ).stdout
-        )
+        assert secret not in git(ws / "origin.git", "log", "--all", "-p")
 
 
 def test_validate_for_ci(tmp_path):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LFOPS, start_webui
+from tests.helpers import LFOPS, need_service
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -27,8 +28,6 @@ CAROL_PASSWORD = "carol-known-password"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        from tests.conftest import need_service
-
         need_service("Chromium (/usr/bin/chromium)", False)
     root = tmp_path_factory.mktemp("browser")
     workspace = root / "ws"  # does not exist: `lfops webui` creates the embedded defaults
