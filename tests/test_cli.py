@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import re
 import subprocess
 import tomllib
@@ -109,7 +108,7 @@ def test_validate_for_ci(tmp_path):
     ]
 
 
-# ---- the parser: command groups, the WebUI's command as an entry point, import direction -------------------------
+# ---- the parser: command groups, the WebUI's command as an entry point (import direction: test_architecture.py) --
 
 # Every command and option `lfops --help` showed before the CLI became a package (new ones may be added).
 COMMANDS_AND_OPTIONS = {
@@ -206,42 +205,3 @@ def test_a_command_group_that_cannot_be_imported_is_left_out_with_a_warning(caps
     ]
     assert plugin_commands(found) == [webui_cli.register]
     assert "warning: command broken (lfops_no_such_module:register) not available" in capsys.readouterr().err
-
-
-def _imports(path: Path, package: str) -> set[str]:
-    """Modules `path` imports (at the top or inside functions), absolute names."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
-            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
-    return names
-
-
-def test_backend_never_imports_webui_and_the_cli_has_no_import_cycle():
-    modules = {}
-    for path in (ROOT / "backend").rglob("*.py"):
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        modules[name] = _imports(path, package)
-        assert not any(i == "webui" or i.startswith("webui.") for i in modules[name]), f"{name} imports webui"
-    cli = {
-        name: {i for i in imports if i in modules and i.startswith("backend.cli.")}
-        for name, imports in modules.items()
-        if name.startswith("backend.cli.")
-    }
-    done: set[str] = set()
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        assert name not in stack, "import cycle: " + " -> ".join((*stack, name))
-        if name not in done:
-            for imported in cli.get(name, ()):
-                visit(imported, (*stack, name))
-            done.add(name)
-
-    for name in cli:
-        visit(name, ())
