@@ -8,6 +8,7 @@ own virtualenv, where neither pytest nor lfops is installed.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -114,3 +115,8 @@ def run_lfops(
         timeout=timeout,
         cwd=cwd,
     )
+
+
+def printed_passwords(output: str) -> dict[str, str]:
+    """The demo users' passwords from what `lfops init` (or the first `lfops webui`) prints once: name -> password."""
+    return dict(re.findall(r"^\s+(\w+)\s+(?:analyst|reviewer|admin)\s+(\S+)$", output, re.M))
