@@ -11,7 +11,7 @@ from pathlib import Path
 
 from backend.cli import build_parser, main
 from backend.cli.main import COMMAND_GROUP, plugin_commands
-from tests.helpers import ROOT, git, git_clone, run_lfops
+from tests.helpers import ROOT, git, git_clone, printed_passwords, run_lfops
 from webui import cli as webui_cli
 
 
@@ -25,7 +25,7 @@ def test_walkthrough(tmp_path):
     ws = tmp_path / "ws"
     init = run(ws, "init")
     assert init.returncode == 0, init.stderr
-    passwords = dict(re.findall(r"^\s+(\w+)\s+\w+\s+(\S+)$", init.stdout, re.M))
+    passwords = printed_passwords(init.stdout)
     assert set(passwords) == {"admin", "alice", "rita"}
     assert run(ws, "init").stdout.strip().endswith("nothing changed")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LFOPS, need_service
+from tests.helpers import LFOPS, need_service, printed_passwords
 from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def app(tmp_path_factory):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = start_webui(workspace, ARTIFACTS / "server.log")
     try:
-        users = dict(re.findall(r"^\s+(\w+)\s+(?:analyst|reviewer|admin)\s+(\S+)$", server.output(), re.M))
+        users = printed_passwords(server.output())
         assert set(users) == {"alice", "rita", "admin"}, server.output()
         # a second analyst with a known password, added by the admin through the CLI while the server runs
         subprocess.run(
