@@ -11,27 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first on the path
 
 import httpx  # noqa: E402
 
+from bench.common import median, percentile, print_table, stopwatch, wait_for  # noqa: E402
 from tests.gitea_fixtures import Delivery, gitea_available, make_sandbox  # noqa: E402
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def main() -> None:
@@ -47,13 +39,6 @@ def main() -> None:
             run(box, args.iterations)
         finally:
             box.close()
-
-
-@contextmanager
-def timer(table: dict[str, list[float]], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    yield
-    table[name].append((time.perf_counter() - t0) * 1000)
 
 
 def _client(box: Any, who: str) -> httpx.Client:
@@ -74,72 +59,71 @@ def run(box: Any, iterations: int) -> None:
     for i in range(iterations):
         # lfops' forge verbs
         branch = f"bench-lfops-{i}"
-        with timer(lfops, "git push (new branch)"):
+        with stopwatch(lfops["git push (new branch)"]):
             sha = box.push_branch(branch, f"i: {i}\n")
-        with timer(lfops, "open_pull_request"):
+        with stopwatch(lfops["open_pull_request"]):
             n = author.open_pull_request(branch, "main", "t", "b").number
-        with timer(lfops, "get_pull_request"):
+        with stopwatch(lfops["get_pull_request"]):
             author.get_pull_request(n)
-        with timer(lfops, "find_pull_request"):
+        with stopwatch(lfops["find_pull_request"]):
             author.find_pull_request(branch, "main")
-        with timer(lfops, "update_pull_request"):
+        with stopwatch(lfops["update_pull_request"]):
             author.update_pull_request(n, body="b2")
-        with timer(lfops, "comment"):
+        with stopwatch(lfops["comment"]):
             author.comment(n, "validation: ok")
         sent = time.monotonic()
-        with timer(lfops, "set_commit_status"):
+        with stopwatch(lfops["set_commit_status"]):
             author.set_commit_status(sha, "success")
-        with timer(lfops, "list_commit_statuses"):
+        with stopwatch(lfops["list_commit_statuses"]):
             author.list_commit_statuses(sha)
-        with timer(lfops, "submit_review (approve)"):
+        with stopwatch(lfops["submit_review (approve)"]):
             reviewer.submit_review(n, "approved", commit_id=sha)
-        with timer(lfops, "list_reviews"):
+        with stopwatch(lfops["list_reviews"]):
             author.list_reviews(n)
-        with timer(lfops, "merge (then read back)"):
+        with stopwatch(lfops["merge (then read back)"]):
             author.merge(n, head_sha=sha)
         delivery = box.sink.wait_for(lambda d, s=sha: _is_status(d, s))
-        arrival.append((delivery.at - sent) * 1000)
+        arrival.append(delivery.at - sent)
 
         # the same calls, raw
         branch = f"bench-raw-{i}"
-        with timer(bare, "git push (new branch)"):
+        with stopwatch(bare["git push (new branch)"]):
             sha = box.push_branch(branch, f"i: {i} raw\n")
-        with timer(bare, "open_pull_request"):
+        with stopwatch(bare["open_pull_request"]):
             n = raw.post("/pulls", json={"head": branch, "base": "main", "title": "t", "body": "b"}).json()["number"]
-        with timer(bare, "get_pull_request"):
+        with stopwatch(bare["get_pull_request"]):
             raw.get(f"/pulls/{n}").json()
-        with timer(bare, "find_pull_request"):
+        with stopwatch(bare["find_pull_request"]):
             raw.get(f"/pulls/main/{branch}").json()
-        with timer(bare, "update_pull_request"):
+        with stopwatch(bare["update_pull_request"]):
             raw.patch(f"/pulls/{n}", json={"body": "b2"}).json()
-        with timer(bare, "comment"):
+        with stopwatch(bare["comment"]):
             raw.post(f"/issues/{n}/comments", json={"body": "ok"})
-        with timer(bare, "set_commit_status"):
+        with stopwatch(bare["set_commit_status"]):
             raw.post(f"/statuses/{sha}", json={"state": "success", "context": "lfops/validate", "description": ""})
-        with timer(bare, "list_commit_statuses"):
+        with stopwatch(bare["list_commit_statuses"]):
             raw.get(f"/commits/{sha}/statuses").json()
-        with timer(bare, "submit_review (approve)"):
+        with stopwatch(bare["submit_review (approve)"]):
             raw_reviewer.post(f"/pulls/{n}/reviews", json={"event": "APPROVED", "body": "", "commit_id": sha}).json()
-        with timer(bare, "list_reviews"):
+        with stopwatch(bare["list_reviews"]):
             raw.get(f"/pulls/{n}/reviews").json()
-        with timer(bare, "merge (then read back)"):
+        with stopwatch(bare["merge (then read back)"]):
             _raw_merge(raw, n, sha)
     raw.close()
     raw_reviewer.close()
 
-    print(f"Gitea {box.url} ({iterations} pull requests each side; milliseconds)\n")
-    print("| call | lfops p50 | lfops p95 | raw REST p50 | raw REST p95 |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, values in lfops.items():
-        other = bare[name]
-        print(
-            f"| {name} | {statistics.median(values):.1f} | {_pct(values, 0.95):.1f} "
-            f"| {statistics.median(other):.1f} | {_pct(other, 0.95):.1f} |"
-        )
-    print(
-        f"\nwebhook (status) arrival after the API call: p50 {statistics.median(arrival):.0f} ms, "
-        f"p95 {_pct(arrival, 0.95):.0f} ms"
+    print_table(
+        ["call", "lfops p50", "lfops p95", "raw REST p50", "raw REST p95"],
+        [[name, *(f"{ms:.1f}" for ms in (*p50_p95(values), *p50_p95(bare[name])))] for name, values in lfops.items()],
+        title=f"Gitea {box.url} ({iterations} pull requests each side; milliseconds)",
     )
+    p50, p95 = p50_p95(arrival)
+    print(f"\nwebhook (status) arrival after the API call: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
+
+
+def p50_p95(seconds: list[float]) -> tuple[float, float]:
+    """Median and 95th percentile, in milliseconds."""
+    return median(seconds) * 1000, percentile(seconds, 95) * 1000
 
 
 def _is_status(delivery: Delivery, sha: str) -> bool:
@@ -150,11 +134,13 @@ def _is_status(delivery: Delivery, sha: str) -> bool:
 
 def _raw_merge(raw: httpx.Client, number: int, sha: str) -> Any:
     """Gitea's merge, retried while it still checks mergeability (as GiteaForge.merge does)."""
-    for _ in range(100):
+
+    def answered() -> httpx.Response | None:
         response = raw.post(f"/pulls/{number}/merge", json={"Do": "merge", "head_commit_id": sha})
-        if response.status_code != 405 or "try again later" not in response.text.lower():
-            break
-        time.sleep(0.2)
+        busy = response.status_code == 405 and "try again later" in response.text.lower()
+        return None if busy else response
+
+    response = wait_for(answered, timeout=20, interval=0.2, what=f"Gitea to merge pull request #{number}")
     response.raise_for_status()
     return raw.get(f"/pulls/{number}").json()
 

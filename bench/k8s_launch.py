@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import threading
@@ -22,8 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first on the path
 
 from kubernetes import client  # noqa: E402
 
@@ -31,6 +29,7 @@ from backend.runners.base import Resources, RunSpec, RunStatus  # noqa: E402
 from backend.runners.kubernetes import KubernetesRunner, NamespaceWatcher, make_api_client  # noqa: E402
 from backend.runners.kubernetes import manifests as km  # noqa: E402
 from backend.settings import ClusterProfile  # noqa: E402
+from bench.common import ROOT, median, print_table, wait_for  # noqa: E402
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -58,11 +57,13 @@ def new_namespace(api: client.ApiClient) -> str:
     core = client.CoreV1Api(api)
     name = f"lfops-bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
-    deadline = time.monotonic() + 60
-    while not core.list_namespaced_service_account(name).items:  # pods are refused until the default SA exists
-        if time.monotonic() > deadline:
-            raise SystemExit("namespace never got its default ServiceAccount (is kube-controller-manager up?)")
-        time.sleep(0.2)
+    # pods are refused until the default ServiceAccount exists
+    wait_for(
+        lambda: core.list_namespaced_service_account(name).items,
+        timeout=60,
+        interval=0.2,
+        what="the namespace's default ServiceAccount (is kube-controller-manager up?)",
+    )
     return name
 
 
@@ -108,11 +109,11 @@ def bench_launch(kubeconfig: str, iterations: int) -> list[tuple[str, float, flo
             submit.append(time.perf_counter() - t0)
             until_job.append(job_created[-1] - t0)
         runner.close()
-        base = statistics.median(raw)
+        base = median(raw)
         rows = [
             ("raw create_namespaced_job (same manifest)", base, 1.0),
-            ("runner.submit until the Job exists", statistics.median(until_job), statistics.median(until_job) / base),
-            ("runner.submit total (Job + ConfigMap)", statistics.median(submit), statistics.median(submit) / base),
+            ("runner.submit until the Job exists", median(until_job), median(until_job) / base),
+            ("runner.submit total (Job + ConfigMap)", median(submit), median(submit) / base),
         ]
         return rows
     finally:
@@ -209,16 +210,13 @@ def main() -> None:
         return
 
     rows = bench_launch(kubeconfig, args.iterations)
-    print(f"\nLaunch latency, median of {args.iterations} (interleaved, same namespace and process)")
-    print(f"| {'operation':45} | {'median ms':>9} | {'ratio':>5} |")
-    print(f"|{'-' * 47}|{'-' * 11}|{'-' * 7}|")
-    for name, seconds, ratio in rows:
-        print(f"| {name:45} | {seconds * 1000:9.2f} | {ratio:5.2f} |")
+    print_table(
+        ["operation", "median ms", "ratio"],
+        [(name, f"{seconds * 1000:.2f}", f"{ratio:.2f}") for name, seconds, ratio in rows],
+        title=f"Launch latency, median of {args.iterations} (interleaved, same namespace and process)",
+    )
 
     f = bench_watch(kubeconfig, args.jobs)
-    print(f"\nOne watcher following {args.jobs} concurrent Jobs (kwok runs and completes them)")
-    print(f"| {'figure':45} | {'value':>12} |")
-    print(f"|{'-' * 47}|{'-' * 14}|")
     table = [
         ("all Jobs seen finished", "yes" if f["ok"] else "NO"),
         ("creating the Jobs took (s)", f"{f['create_s']:.1f}"),
@@ -234,8 +232,11 @@ def main() -> None:
         ("RSS before the watcher started (MiB)", f"{f['rss_before_kib'] / 1024:.1f}"),
         ("RSS growth, all Jobs followed (MiB)", f"{(f['rss_after_kib'] - f['rss_before_kib']) / 1024:.1f}"),
     ]
-    for name, value in table:
-        print(f"| {name:45} | {value:>12} |")
+    print_table(
+        ["figure", "value"],
+        table,
+        title=f"One watcher following {args.jobs} concurrent Jobs (kwok runs and completes them)",
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script (also by MLflow's venv): the repo first
+
+from bench.common import ROOT, median, percentile, print_table, time_each  # noqa: E402 - standard library only
+
 CHUNK = 20_000
 PG_SSD_RANDOM_PAGE_COST = 1.1
 HYPERPARAMS = {
@@ -177,14 +179,8 @@ def samples(data: Data, n: int, seed: int = 1) -> dict[str, list]:
 
 
 def timed(fn: Callable[[object], object], keys: list, warmup: int = 3) -> list[float]:
-    for key in keys[:warmup]:
-        fn(key)
-    out = []
-    for key in keys:
-        start = time.perf_counter()
-        fn(key)
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+    """Milliseconds per key (the unit both sides report)."""
+    return [seconds * 1000 for seconds in time_each(fn, keys, warmup)]
 
 
 def _chunks(rows: Iterator[dict] | list[dict], size: int = CHUNK) -> Iterator[list[dict]]:
@@ -215,7 +211,6 @@ def _analyze(engine) -> None:  # noqa: ANN001
 
 
 def load_lfops(url: str, data: Data, workdir: Path) -> tuple[object, float]:
-    sys.path.insert(0, str(ROOT))
     from backend.settings import Settings
     from backend.store import Store
     from backend.store import models as m
@@ -593,10 +588,6 @@ def run_mlflow(python: str, url: str, args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=float(os.environ.get("LFOPS_BENCH_SCALE", "1.0")))
@@ -655,16 +646,15 @@ def main() -> None:
                 _pg_database(args.pg_url, "lfops_bench_lineage", False)
                 _pg_database(args.pg_url, "lfops_bench_mlflow", False)
     print()
-    head = f"{'db':10} {'query':34} {'lfops p50':>10} {'p95':>8} {'MLflow p50':>11} {'p95':>8} {'MLflow/lfops':>13}"
-    print(head)
-    print("-" * len(head))
+    table = []
     for backend, query, ours_ms, theirs_ms in rows:
-        ours_p50 = statistics.median(ours_ms)
-        line = f"{backend:10} {query:34} {ours_p50:10.2f} {p(ours_ms, 95):8.2f}"
+        ours_p50 = median(ours_ms)
+        cells = [backend, query, f"{ours_p50:.2f}", f"{percentile(ours_ms, 95):.2f}", "", "", ""]
         if theirs_ms:
-            theirs_p50 = statistics.median(theirs_ms)
-            line += f" {theirs_p50:11.2f} {p(theirs_ms, 95):8.2f} {theirs_p50 / ours_p50:12.1f}x"
-        print(line)
+            theirs_p50 = median(theirs_ms)
+            cells[4:] = [f"{theirs_p50:.2f}", f"{percentile(theirs_ms, 95):.2f}", f"{theirs_p50 / ours_p50:.1f}x"]
+        table.append(cells)
+    print_table(["db", "query", "lfops p50", "p95", "MLflow p50", "p95", "MLflow/lfops"], table, align="llrrrrr")
     print(
         "\nmilliseconds; target: lfops p50 <= 50 ms and >= 10x faster than MLflow. "
         f"pg rpc {PG_SSD_RANDOM_PAGE_COST}: the same PostgreSQL databases (both sides) after "

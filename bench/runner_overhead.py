@@ -15,27 +15,24 @@ import argparse
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first on the path
 
 from backend import yamlio  # noqa: E402
 from backend.config import TrainConfig  # noqa: E402
 from backend.runners import lfprocess  # noqa: E402
-from backend.settings import Settings  # noqa: E402
 from backend.workspace import Workspace  # noqa: E402
+from bench.common import demo_workspace, median, print_table  # noqa: E402
 
 POLL_S = float(os.environ.get("LFOPS_BENCH_POLL_S", "0.05"))
 
 
 def prepare(root: Path, max_samples: int) -> tuple[Workspace, dict, int, str]:
-    ws = Workspace(Settings.from_env(root / "ws"))
-    passwords = {name: pw for name, (_role, pw) in ws.init().credentials.items()}
+    ws, passwords = demo_workspace(root / "ws")
     alice, rita = ws.login("alice", passwords["alice"]), ws.login("rita", passwords["rita"])
     config = TrainConfig.parse(ws.repo.read(ws.repo.sync_main(), "configs/example.yaml"), "example")
     config.args["max_samples"] = max_samples
@@ -86,6 +83,11 @@ def runner_once(ws: Workspace, actor, cr: int) -> tuple[float, float, float, flo
     return total, cpu, launched - start, max(0.0, recorded_at - ended)
 
 
+def seconds(wall: list[float], cpu: list[float]) -> list[str]:
+    """Table cells: median, min and max wall seconds, median CPU seconds."""
+    return [f"{x:.2f}" for x in (median(wall), min(wall), max(wall), median(cpu))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -114,22 +116,20 @@ def main() -> None:
                 f"lfops {through[-1]:.2f} s ({through_cpu[-1]:.2f} s CPU)",
                 flush=True,
             )
-        med = statistics.median
-        print()
-        print(f"runner overhead: {args.repeats} repeats each, {args.warmup} warm-up, max_samples={args.max_samples}")
-        print(f"{'path':44} {'wall s':>8} {'min':>7} {'max':>7} {'CPU s':>8}")
-        print(
-            f"{'llamafactory-cli train (direct)':44} {med(direct):8.2f} {min(direct):7.2f} {max(direct):7.2f} "
-            f"{med(direct_cpu):8.2f}"
+        title = f"runner overhead: {args.repeats} repeats each, {args.warmup} warm-up, max_samples={args.max_samples}"
+        print_table(
+            ["path", "wall s (median)", "min", "max", "CPU s (median)"],
+            [
+                ["llamafactory-cli train (direct)", *seconds(direct, direct_cpu)],
+                ["lfops launch -> succeeded + registered", *seconds(through, through_cpu)],
+                ["of which launch() call (policy, checkout)", f"{median(launch):.2f}", "", "", ""],
+                ["of which exit -> recorded and registered", f"{median(finish):.2f}", "", "", ""],
+            ],
+            title=title,
         )
+        wall_ratio, cpu_ratio = median(through) / median(direct), median(through_cpu) / median(direct_cpu)
         print(
-            f"{'lfops launch -> succeeded + registered':44} {med(through):8.2f} {min(through):7.2f} "
-            f"{max(through):7.2f} {med(through_cpu):8.2f}"
-        )
-        print(f"{'  of which launch() call (policy, checkout)':44} {med(launch):8.2f}")
-        print(f"{'  of which exit -> recorded and registered':44} {med(finish):8.2f}")
-        print(
-            f"ratio lfops / direct: wall {med(through) / med(direct):.3f}, CPU {med(through_cpu) / med(direct_cpu):.3f}"
+            f"ratio lfops / direct: wall {wall_ratio:.3f}, CPU {cpu_ratio:.3f}"
             "  (target <= 1.05; load average now "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
         )

@@ -10,24 +10,15 @@ once, all of which must land.
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first on the path
 
-from backend.settings import Settings  # noqa: E402
-from backend.workspace import Workspace  # noqa: E402
-
-
-def git(cwd: Path, *args: str, input: str | None = None) -> str:
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True, input=input
-    ).stdout
+from bench.common import demo_workspace, git, git_clone, median, percentile, print_table, stopwatch  # noqa: E402
 
 
 def add_history(origin: Path, n: int) -> None:
@@ -49,45 +40,35 @@ def add_history(origin: Path, n: int) -> None:
             lines.append(f"from {head}")
         lines += [f"M 100644 inline history/h{i % 100}.yaml", f"data {len(body)}", body.rstrip("\n")]
         lines.append("")
-    subprocess.run(
-        ["git", "-C", str(origin), "fast-import", "--quiet"], input="\n".join(lines) + "\n", text=True, check=True
-    )
+    git(origin, "fast-import", "--quiet", input="\n".join(lines) + "\n")
 
 
 def percentiles(xs: list[float]) -> tuple[float, float]:
-    xs = sorted(xs)
-    return statistics.median(xs), xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    return median(xs), percentile(xs, 95)
 
 
 def bench_repo(history: int, ops: int, root: Path) -> dict:
-    ws_dir = root / f"ws{history}"
-    ws = Workspace(Settings.from_env(ws_dir))
-    passwords = {n: p for n, (_r, p) in ws.init().credentials.items()}
+    ws, passwords = demo_workspace(root / f"ws{history}")
     origin = Path(ws.settings.repo_url)
     add_history(origin, history)
     ws.repo.fetch()
     alice = ws.login("alice", passwords["alice"])
     base = ws.repo.read(ws.repo.sync_main(), "configs/example.yaml")
 
-    clone = root / f"clone{history}"
-    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
-    git(clone, "config", "user.name", "bench")
-    git(clone, "config", "user.email", "bench@x")
+    clone = git_clone(origin, root / f"clone{history}", user="bench", email="bench@x")
 
     ws.changes.save(alice, base.replace(b"seed: 42", b"seed: 100000"), "warmup", "warm up")  # imports, caches
     raw, ours = [], []
     for i in range(ops):  # interleaved, so both see the same machine state
-        t = time.perf_counter()
-        git(clone, "switch", "-q", "-c", f"raw{i}", "main")
-        (clone / "configs" / f"raw{i}.yaml").write_bytes(base.replace(b"seed: 42", f"seed: {i}".encode()))
-        git(clone, "add", f"configs/raw{i}.yaml")
-        git(clone, "commit", "-q", "-m", f"raw {i}")
-        raw.append(time.perf_counter() - t)
+        with stopwatch(raw):
+            git(clone, "switch", "-q", "-c", f"raw{i}", "main")
+            (clone / "configs" / f"raw{i}.yaml").write_bytes(base.replace(b"seed: 42", f"seed: {i}".encode()))
+            git(clone, "add", f"configs/raw{i}.yaml")
+            git(clone, "commit", "-q", "-m", f"raw {i}")
 
         data = base.replace(b"seed: 42", f"seed: {i}".encode())
-        t = time.perf_counter()
-        ws.changes.save(alice, data, f"cfg{i}", f"save {i}")
-        ours.append(time.perf_counter() - t)
+        with stopwatch(ours):
+            ws.changes.save(alice, data, f"cfg{i}", f"save {i}")
 
     # 16 saves at once, from 16 threads
     errors: list[BaseException] = []
@@ -131,18 +112,21 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lfops-bench-") as tmp:
         results = [bench_repo(h, args.ops, Path(tmp)) for h in (10, 10_000)]
-    print(f"\nsave() vs raw git, {args.ops} operations each (ms)\n")
-    print(
-        "| earlier commits | raw git p50 | raw git p95 | save() p50 | save() p95 | p50 ratio |"
-        " 16 concurrent saves landed | 16 concurrent wall |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for r in results:
         (rp50, rp95), (op50, op95) = r["raw"], r["ours"]
-        print(
-            f"| {r['history']:,} | {rp50 * 1e3:.1f} | {rp95 * 1e3:.1f} | {op50 * 1e3:.1f} | {op95 * 1e3:.1f} |"
-            f" {op50 / rp50:.2f}x | {r['landed']}/16 ({r['errors']} errors) | {r['wall16'] * 1e3:.0f} ms |"
+        rows.append(
+            [
+                f"{r['history']:,}",
+                *(f"{seconds * 1e3:.1f}" for seconds in (rp50, rp95, op50, op95)),
+                f"{op50 / rp50:.2f}x",
+                f"{r['landed']}/16 ({r['errors']} errors)",
+                f"{r['wall16'] * 1e3:.0f} ms",
+            ]
         )
+    headers = ["earlier commits", "raw git p50", "raw git p95", "save() p50", "save() p95", "p50 ratio"]
+    headers += ["16 concurrent saves landed", "16 concurrent wall"]
+    print_table(headers, rows, align="r" * len(headers), title=f"save() vs raw git, {args.ops} operations each (ms)")
 
 
 if __name__ == "__main__":

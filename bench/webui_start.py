@@ -17,8 +17,6 @@ import argparse
 import http.cookiejar
 import os
 import re
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,16 +28,13 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first on the path
+
+from bench.common import LFOPS, free_port, git, git_clone, median, print_table, stopwatch, wait_for  # noqa: E402
+from tests.helpers import printed_passwords  # noqa: E402
 from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the browser as the tests launch it
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+BIN = Path(sys.executable).parent
 
 
 def tree_usage(pid: int) -> tuple[int, float]:
@@ -59,18 +54,16 @@ def tree_usage(pid: int) -> tuple[int, float]:
 
 
 def wait_served(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def served() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our local server
-                if resp.status == 200:
-                    return
+                return resp.status == 200
         except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("no page within the timeout")
+            return False
+
+    wait_for(served, timeout, interval=0.05, what=f"the first page at {url}")
 
 
 def signed_in_page(url: str, user: str, password: str) -> float:
@@ -93,7 +86,7 @@ def start_once(which: str, env: dict, cwd: Path) -> tuple[float, tuple[int, floa
         cmd = [str(BIN / "llamafactory-cli"), "webui"]
         env = {**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
     else:
-        cmd = [str(BIN / "lfops"), "webui", "--port", str(port)]
+        cmd = [LFOPS, "webui", "--port", str(port)]
     t = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -173,39 +166,25 @@ def bench_saves(workspace: Path, passwords: dict[str, str], saves: int, tmp: Pat
         data[app.train.name], data[app.train.message] = name, f"bench {name}"
         return data
 
-    clone = tmp / "clone"
-    subprocess.run(["git", "clone", "-q", ws.settings.repo_url, str(clone)], check=True)
-    for key, value in (("user.name", "bench"), ("user.email", "bench@x")):
-        subprocess.run(["git", "-C", str(clone), "config", key, value], check=True)
+    clone = git_clone(ws.settings.repo_url, tmp / "clone", user="bench", email="bench@x")
     example = (clone / "configs" / "example.yaml").read_text()
-
-    def git(*args: str) -> None:
-        subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True)
 
     app.train.on_save(form("warmup", "1e-4"), request)  # imports and caches, as after the first click
     handler, backend, raw = [], [], []
     for i in range(saves):
         lr = f"{i + 2}e-5"
-        t = time.perf_counter()
-        text, _ = app.train.on_save(form(f"ui-{i}", lr), request)
-        handler.append(time.perf_counter() - t)
+        with stopwatch(handler):
+            text, _ = app.train.on_save(form(f"ui-{i}", lr), request)
         assert "Saved: change request" in text, text
         config = TrainConfig(lb.repo_args(app.board, form(f"be-{i}", lr), f"be-{i}", workdir.root).args)
-        t = time.perf_counter()
-        ws.changes.save(alice, config, f"be-{i}", f"bench be-{i}")
-        backend.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        git("switch", "-q", "-c", f"raw{i}", "main")
-        (clone / "configs" / f"raw{i}.yaml").write_text(example.replace("seed: 42", f"seed: {i}"))
-        git("add", f"configs/raw{i}.yaml")
-        git("commit", "-q", "-m", f"raw {i}")
-        raw.append(time.perf_counter() - t)
-    branches = subprocess.run(
-        ["git", "-C", ws.settings.repo_url, "for-each-ref", "--format=%(refname)", "refs/heads/alice/"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+        with stopwatch(backend):
+            ws.changes.save(alice, config, f"be-{i}", f"bench be-{i}")
+        with stopwatch(raw):
+            git(clone, "switch", "-q", "-c", f"raw{i}", "main")
+            (clone / "configs" / f"raw{i}.yaml").write_text(example.replace("seed: 42", f"seed: {i}"))
+            git(clone, "add", f"configs/raw{i}.yaml")
+            git(clone, "commit", "-q", "-m", f"raw {i}")
+    branches = git(ws.settings.repo_url, "for-each-ref", "--format=%(refname)", "refs/heads/alice/").split()
     assert sum(b.startswith("refs/heads/alice/ui-") for b in branches) == saves
     os.chdir(cwd)
     ws.store.dispose()
@@ -273,10 +252,6 @@ def bench_browser_saves(
     return times, previews
 
 
-def med(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--starts", type=int, default=3)
@@ -286,9 +261,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         workspace = tmp / "ws"
         init = subprocess.run(
-            [str(BIN / "lfops"), "--workspace", str(workspace), "init"], check=True, capture_output=True, text=True
+            [LFOPS, "--workspace", str(workspace), "init"], check=True, capture_output=True, text=True
         )
-        passwords = dict(re.findall(r"^\s+(\w+)\s+(?:analyst|reviewer|admin)\s+(\S+)$", init.stdout, re.M))
+        passwords = printed_passwords(init.stdout)
         print(f"cold starts ({args.starts} each, alternating):", flush=True)
         starts = bench_starts(workspace, passwords, args.starts, tmp)
         print(f"saves ({args.saves} each, interleaved):", flush=True)
@@ -296,24 +271,27 @@ def main() -> None:
         clicks, previews = bench_browser_saves(workspace, passwords, max(3, args.saves // 2), tmp)
 
     r = starts["results"]
-    p_s, o_s = med(r["plain"]["s"]), med(r["lfops"]["s"])
-    p_m, o_m = med(r["plain"]["rss"]), med(r["lfops"]["rss"])
-    p_c, o_c = med(r["plain"]["cpu"]), med(r["lfops"]["cpu"])
-    print(f"\nStart to first page served and RSS of the process tree (median of {args.starts})\n")
-    print("| | llamafactory-cli webui | lfops webui | ratio |")
-    print("|---|---:|---:|---:|")
-    print(f"| first page served (s) | {p_s:.2f} | {o_s:.2f} | {o_s / p_s:.2f}x |")
-    print(f"| CPU time to first page (s, user + system) | {p_c:.2f} | {o_c:.2f} | {o_c / p_c:.2f}x |")
-    print(f"| resident memory (MiB) | {p_m:.0f} | {o_m:.0f} | {o_m / p_m:.2f}x |")
-    print(
-        f"| signed-in page (s, lfops: start + sign-in + page) | {p_s:.2f} | {med(starts['signed']):.2f} |"
-        f" {med(starts['signed']) / p_s:.2f}x |"
+    p_s, o_s = median(r["plain"]["s"]), median(r["lfops"]["s"])
+    p_m, o_m = median(r["plain"]["rss"]), median(r["lfops"]["rss"])
+    p_c, o_c = median(r["plain"]["cpu"]), median(r["lfops"]["cpu"])
+    signed = median(starts["signed"])
+    print_table(
+        ["", "llamafactory-cli webui", "lfops webui", "ratio"],
+        [
+            ["first page served (s)", f"{p_s:.2f}", f"{o_s:.2f}", f"{o_s / p_s:.2f}x"],
+            ["CPU time to first page (s, user + system)", f"{p_c:.2f}", f"{o_c:.2f}", f"{o_c / p_c:.2f}x"],
+            ["resident memory (MiB)", f"{p_m:.0f}", f"{o_m:.0f}", f"{o_m / p_m:.2f}x"],
+            [
+                "signed-in page (s, lfops: start + sign-in + page)",
+                f"{p_s:.2f}",
+                f"{signed:.2f}",
+                f"{signed / p_s:.2f}x",
+            ],
+        ],
+        title=f"Start to first page served and RSS of the process tree (median of {args.starts})",
     )
-    raw_ms = med(saves["raw"]) * 1e3
-    print(f"\nSave to a commit on the branch (median of {args.saves}; ms)\n")
-    print("| path | p50 ms | ratio to raw git |")
-    print("|---|---:|---:|")
-    print(f"| raw git in a clone: switch -c, write, add, commit (no push) | {raw_ms:.1f} | 1.00x |")
+    raw_ms = median(saves["raw"]) * 1e3
+    rows = [["raw git in a clone: switch -c, write, add, commit (no push)", f"{raw_ms:.1f}", "1.00x"]]
     for label, xs in (
         ("backend ChangeRequests.save (validate, commit, push, CR row)", saves["backend"]),
         ("WebUI Save handler (form -> LlamaBoard args -> save)", saves["handler"]),
@@ -321,7 +299,12 @@ def main() -> None:
         (f"Save button in Chromium until the result shows (n={len(clicks)})", clicks),
     ):
         if xs:
-            print(f"| {label} | {med(xs) * 1e3:.1f} | {med(xs) * 1e3 / raw_ms:.1f}x |")
+            rows.append([label, f"{median(xs) * 1e3:.1f}", f"{median(xs) * 1e3 / raw_ms:.1f}x"])
+    print_table(
+        ["path", "p50 ms", "ratio to raw git"],
+        rows,
+        title=f"Save to a commit on the branch (median of {args.saves}; ms)",
+    )
 
 
 if __name__ == "__main__":

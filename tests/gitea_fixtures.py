@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from backend.forge import STATUS_CONTEXT, GiteaForge, make_forge
+from tests.helpers import git_clone
 
 GITEA_URL = os.environ.get("LFOPS_TEST_GITEA_URL", "")
 GITEA_ADMIN = os.environ.get("LFOPS_TEST_GITEA_ADMIN", "")
@@ -236,7 +237,5 @@ def make_sandbox(workdir: Path, *, status_context: str = STATUS_CONTEXT) -> Gite
     author = users["author"]
     host = GITEA_URL.split("://", 1)[1]
     remote = f"http://{author.login}:{author.token}@{host}/{GITEA_ADMIN}/{name}.git"
-    subprocess.run(["git", "clone", "-q", remote, str(clone)], check=True, capture_output=True)
-    for key, value in (("user.name", author.login), ("user.email", f"{author.login}@lfops.invalid")):
-        subprocess.run(["git", "-C", str(clone), "config", key, value], check=True)
+    git_clone(remote, clone, user=author.login)
     return GiteaSandbox(GITEA_URL, GITEA_ADMIN, name, admin, users, secret, clone, sink)

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,23 +25,13 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REQUIRE_SERVICES, ROOT, need_service, wait_for
+
 CLUSTER_SH = ROOT / "k8s" / "dev" / "cluster.sh"
 CACHE = Path(os.environ.get("LFOPS_K8S_CACHE") or Path.home() / ".cache" / "lfops-k8s")
 TOOLS = CACHE / "tools"
 KUSTOMIZE_VERSION = "v5.7.1"
-REQUIRED = os.environ.get("LFOPS_REQUIRE_K8S") == "1" or os.environ.get("LFOPS_REQUIRE_SERVICES") == "1"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+REQUIRED = os.environ.get("LFOPS_REQUIRE_K8S") == "1" or REQUIRE_SERVICES
 
 
 def _cluster(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -119,9 +108,7 @@ def k8s_cluster_fixture() -> Iterator[Cluster]:
 
 
 def _missing(why: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"Kubernetes control plane required (LFOPS_REQUIRE_K8S=1) but {why}")
-    pytest.skip(f"Kubernetes control plane not available: {why}")
+    need_service("Kubernetes control plane (LFOPS_REQUIRE_K8S=1 requires it)", False, REQUIRED, why)
 
 
 def create_namespace(cluster: Cluster, prefix: str = "lfops-t") -> str:
@@ -131,7 +118,7 @@ def create_namespace(cluster: Cluster, prefix: str = "lfops-t") -> str:
     with cluster.client() as api:
         client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
         # the controller-manager adds the default ServiceAccount; pods are refused until it exists
-        wait_until(lambda: client.CoreV1Api(api).list_namespaced_service_account(name).items, 60, what="default SA")
+        wait_for(lambda: client.CoreV1Api(api).list_namespaced_service_account(name).items, 60, what="default SA")
     return name
 
 
@@ -174,7 +161,7 @@ def create_outputs_volume(cluster: Cluster, namespace: str, claim: str = "lfops-
                 },
             },
         )
-        wait_until(
+        wait_for(
             lambda: core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound",
             60,
             what=f"PVC {claim} bound",

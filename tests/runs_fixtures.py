@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from backend.config import TrainConfig
+from tests.helpers import wait_for
 
 # Four optimiser steps of the tiny model: a few seconds of training after ~15 s of start-up on two cores.
 SMALL = {"max_samples": 32, "num_train_epochs": 1.0, "save_steps": 1000, "logging_steps": 1, "seed": 42}
@@ -32,16 +32,6 @@ def approved_merge(env, name: str, **overrides) -> tuple[int, str]:
 def saved_unapproved(env, name: str, **overrides):
     alice = env.actor("alice")
     return env.ws.changes.save(alice, small_config(env, **overrides), name, f"{name}, not reviewed")
-
-
-def wait_for(predicate, timeout: float = 120.0, poll: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def kill_leftover_runs(ws) -> None:
@@ -82,7 +72,7 @@ def trained_run(template_workspace, tmp_path_factory) -> Trained:
     if "run" in _SHARED:
         return _SHARED["run"]
     from backend.workspace import Workspace
-    from tests.conftest import Env, make_env
+    from tests.workspace_fixtures import Env, make_env
 
     env = make_env(template_workspace, tmp_path_factory.mktemp("trained") / "ws")
     cr, commit = approved_merge(env, "tiny-sft", **MAIN)
@@ -92,7 +82,7 @@ def trained_run(template_workspace, tmp_path_factory) -> Trained:
     view = first.runs.launch(alice, cr)
     try:
         curve = wait_for(
-            lambda: first.runs.metrics(alice, view.id)["loss"], timeout=180, poll=0.05, what="the first loss"
+            lambda: first.runs.metrics(alice, view.id)["loss"], timeout=180, interval=0.05, what="the first loss"
         )
         status_while_running = first.runs.get(alice, view.id).status
         leader = first.runs.runner.process_info(view.external_id)["pid"]

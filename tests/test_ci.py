@@ -18,6 +18,7 @@ import yaml
 
 from backend import ci, yamlio
 from backend.errors import Problem, SettingsError
+from tests.helpers import git_clone
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN_ACTIONS = ["actions/checkout@v4", "actions/setup-python@v5"]  # what the runner does before the `run:` steps
@@ -74,7 +75,7 @@ def test_seeded_workflows_pass_a_valid_config_and_fail_a_broken_one_naming_the_k
     template_workspace, fresh_venv, tmp_path
 ):
     repo = tmp_path / "configs-repo"
-    subprocess.run(["git", "clone", "-q", str(template_workspace[0] / "origin.git"), str(repo)], check=True)
+    git_clone(template_workspace[0] / "origin.git", repo)
 
     valid = run_script(github_script(repo), repo, fresh_venv)
     assert valid.returncode == 0, valid.stdout + valid.stderr
@@ -111,7 +112,7 @@ def test_seeded_workflows_pass_a_valid_config_and_fail_a_broken_one_naming_the_k
 
 def test_the_ci_installs_the_vendored_wheel_checked_against_its_hash(template_workspace, tmp_path):
     repo = tmp_path / "configs-repo"
-    subprocess.run(["git", "clone", "-q", str(template_workspace[0] / "origin.git"), str(repo)], check=True)
+    git_clone(template_workspace[0] / "origin.git", repo)
     name, wheel = ci.lfops_wheel()
     assert (repo / ci.VENDOR_DIR / name).read_bytes() == wheel  # the lfops running here, byte for byte
     digest = hashlib.sha256(wheel).hexdigest()

@@ -3,43 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import ast
-import os
 import re
 import subprocess
-import sys
 import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 from backend.cli import build_parser, main
 from backend.cli.main import COMMAND_GROUP, plugin_commands
+from tests.helpers import ROOT, git, git_clone, printed_passwords, run_lfops
 from webui import cli as webui_cli
-
-LFOPS = str(Path(sys.executable).parent / "lfops")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
     ws: Path, *args: str, user: str | None = None, password: str | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LFOPS_WORKSPACE": str(ws)}
-    env.pop("LFOPS_DATABASE_URL", None)
-    if user:
-        env |= {"LFOPS_USER": user, "LFOPS_PASSWORD": password or ""}
-    return subprocess.run([LFOPS, *args], capture_output=True, text=True, env=env, input=stdin, timeout=300)
+    return run_lfops(*args, workspace=ws, user=user, password=password, stdin=stdin)
 
 
 def test_walkthrough(tmp_path):
     ws = tmp_path / "ws"
     init = run(ws, "init")
     assert init.returncode == 0, init.stderr
-    passwords = dict(re.findall(r"^\s+(\w+)\s+\w+\s+(\S+)$", init.stdout, re.M))
+    passwords = printed_passwords(init.stdout)
     assert set(passwords) == {"admin", "alice", "rita"}
     assert run(ws, "init").stdout.strip().endswith("nothing changed")
 
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(ws / "origin.git"), str(clone)], check=True)
+    git_clone(ws / "origin.git", clone)
     example = (clone / "configs" / "example.yaml").read_text()
     (tmp_path / "new.yaml").write_text(example.replace("lora_rank: 8", "lora_rank: 16"))
 
@@ -70,7 +61,7 @@ def test_walkthrough(tmp_path):
 
     log = run(ws, "log").stdout
     assert f"Merge change request #{cr}" in log and "Approved-by: rita <rita@lfops.local>" in log
-    subprocess.run(["git", "-C", str(clone), "pull", "-q"], check=True)
+    git(clone, "pull", "-q")
     assert "lora_rank: 16" in (clone / "configs" / "rank16.yaml").read_text()
 
     added = run(
@@ -92,12 +83,7 @@ def test_walkthrough(tmp_path):
     db = (ws / "lfops.db").read_bytes() + b"".join(p.read_bytes() for p in ws.glob("lfops.db*") if p.is_file())
     for secret in [*passwords.values(), "bob-secret-1"]:
         assert secret.encode() not in db
-        assert (
-            secret
-            not in subprocess.run(
-                ["git", "-C", str(ws / "origin.git"), "log", "--all", "-p"], capture_output=True, text=True
-            ).stdout
-        )
+        assert secret not in git(ws / "origin.git", "log", "--all", "-p")
 
 
 def test_validate_for_ci(tmp_path):
@@ -122,7 +108,7 @@ def test_validate_for_ci(tmp_path):
     ]
 
 
-# ---- the parser: command groups, the WebUI's command as an entry point, import direction -------------------------
+# ---- the parser: command groups, the WebUI's command as an entry point (import direction: test_architecture.py) --
 
 # Every command and option `lfops --help` showed before the CLI became a package (new ones may be added).
 COMMANDS_AND_OPTIONS = {
@@ -219,42 +205,3 @@ def test_a_command_group_that_cannot_be_imported_is_left_out_with_a_warning(caps
     ]
     assert plugin_commands(found) == [webui_cli.register]
     assert "warning: command broken (lfops_no_such_module:register) not available" in capsys.readouterr().err
-
-
-def _imports(path: Path, package: str) -> set[str]:
-    """Modules `path` imports (at the top or inside functions), absolute names."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
-            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
-    return names
-
-
-def test_backend_never_imports_webui_and_the_cli_has_no_import_cycle():
-    modules = {}
-    for path in (ROOT / "backend").rglob("*.py"):
-        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        modules[name] = _imports(path, package)
-        assert not any(i == "webui" or i.startswith("webui.") for i in modules[name]), f"{name} imports webui"
-    cli = {
-        name: {i for i in imports if i in modules and i.startswith("backend.cli.")}
-        for name, imports in modules.items()
-        if name.startswith("backend.cli.")
-    }
-    done: set[str] = set()
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        assert name not in stack, "import cycle: " + " -> ".join((*stack, name))
-        if name not in done:
-            for imported in cli.get(name, ()):
-                visit(imported, (*stack, name))
-            done.add(name)
-
-    for name in cli:
-        visit(name, ())

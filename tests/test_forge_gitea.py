@@ -10,8 +10,8 @@ import pytest
 
 from backend.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied
 from backend.forge import ForgeUnavailable, make_forge
-from tests.conftest import need_service
 from tests.gitea_fixtures import GiteaSandbox, gitea_available, make_sandbox
+from tests.helpers import free_port, need_service, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +24,6 @@ def gitea(tmp_path_factory) -> GiteaSandbox:
 
 def _branch(name: str) -> str:
     return f"{name}-{time.monotonic_ns() % 10**9}"
-
-
-def _wait(what: str, check, timeout: float = 30.0):
-    """Gitea updates a pull request's head from the push in the background: poll until `check()` is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_pull_request_flow_under_protection(gitea):
@@ -115,8 +103,8 @@ def test_force_push_after_approval_voids_it(gitea):
 
     new = gitea.push_branch(branch, "lora_rank: 64\n", amend=True)
     assert new != old
-    head = _wait(
-        "the pull request to follow the force-push", lambda: author.get_pull_request(pr.number).head_sha == new
+    head = wait_for(
+        lambda: author.get_pull_request(pr.number).head_sha == new, 30, 0.2, "the pull request to follow the force-push"
     )
     assert head
     reviewer_login = gitea.users["reviewer"].login
@@ -124,9 +112,11 @@ def test_force_push_after_approval_voids_it(gitea):
     # already keeps the old approval from counting for the new head
     (review,) = [r for r in author.list_reviews(pr.number) if r.reviewer == reviewer_login]
     assert review.commit_id == old and not review.approves(new)
-    review = _wait(
-        "the stale approval to be dismissed (dismiss_stale_approvals)",
+    review = wait_for(
         lambda: next((r for r in author.list_reviews(pr.number) if r.reviewer == reviewer_login and r.stale), None),
+        30,
+        0.2,
+        "the stale approval to be dismissed (dismiss_stale_approvals)",
     )
     assert (review.commit_id, review.state) == (old, "dismissed") and not review.approves(new)
     author.set_commit_status(new, "success")
@@ -234,9 +224,7 @@ def test_webhooks_arrive_signed_and_parse(gitea):
 
 def test_forge_down_or_token_rejected_gives_one_clear_line(gitea):
     token = gitea.users["author"].token
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()  # a port nothing listens on
     down = make_forge("gitea", f"http://127.0.0.1:{closed_port}", gitea.repo, token)
     with pytest.raises(ForgeUnavailable) as info:
         down.open_pull_request("x", "main", "t", "b")

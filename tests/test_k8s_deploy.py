@@ -21,16 +21,15 @@ from backend.errors import ClusterError
 from backend.runners.base import Resources, RunSpec, RunState
 from backend.runners.kubernetes import KubernetesRunner
 from backend.settings import ClusterProfile
+from tests.helpers import wait_for
 from tests.k8s_fixtures import (
     ROOT,
     TRAINING_LOG,
     create_namespace,
     delete_namespace,
     job_names,
-    k8s_cluster_fixture,  # noqa: F401 - fixture k8s_cluster
     kustomize_build,
     serve_pod_logs,
-    wait_until,
 )
 
 OVERLAYS = ROOT / "k8s" / "overlays"
@@ -163,7 +162,7 @@ def deployed(k8s_cluster, tmp_path):
         )
         try:
             _apply(api, objs)
-            wait_until(
+            wait_for(
                 lambda: core.list_namespaced_service_account(namespace, field_selector="metadata.name=default").items,
                 60,
                 what="default ServiceAccount",
@@ -208,7 +207,7 @@ def test_the_apps_service_account_runs_jobs_in_its_namespace_and_nowhere_else(k8
         running = runner.submit(
             RunSpec(**{**_spec(2).__dict__, "resources": Resources(gpus_per_node=1, profile="long")})
         )
-        wait_until(lambda: runner.status(running).state == RunState.RUNNING, 30, what="running")
+        wait_for(lambda: runner.status(running).state == RunState.RUNNING, 30, what="running")
         runner.cancel(running)
         assert runner.wait(running, timeout=30).state == RunState.CANCELLED
         # another namespace: refused by the API server, nothing created

@@ -17,17 +17,15 @@ from backend.errors import ClusterUnreachable, Conflict, LfopsError, ValidationF
 from backend.runners.base import Resources, RunSpec, RunState
 from backend.runners.kubernetes import KubernetesRunner
 from backend.runners.kubernetes import manifests as km
+from tests.helpers import wait_for
 from tests.k8s_fixtures import (
     TRAINING_LOG,
     FlakyProxy,
     fake_gpu_node,
     job_names,
-    k8s_cluster_fixture,  # noqa: F401 - fixture k8s_cluster
-    k8s_ns_fixture,  # noqa: F401 - fixture k8s_ns
     kubeconfig_via,
     pods_of,
     server_address,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -137,10 +135,10 @@ def test_cancel_through_runs_records_who_cancelled(k8s_ns, runner_for, env):
     cr, _ = approved_merge(env, "k8s-cancel")
     alice = env.actor("alice")
     view = runs.launch(alice, cr, resources=Resources(gpus_per_node=1, profile="test"))
-    wait_until(lambda: runs.advance_run(view.id) and runs.get(alice, view.id).status == "running", 30, what="running")
+    wait_for(lambda: runs.advance_run(view.id) and runs.get(alice, view.id).status == "running", 30, what="running")
     done = runs.cancel(alice, view.id)
     assert (done.status, done.reason) == ("cancelled", "cancelled by alice")
-    wait_until(lambda: not job_names(k8s_ns.cluster, k8s_ns.name), 30, what="Job deleted")
+    wait_for(lambda: not job_names(k8s_ns.cluster, k8s_ns.name), 30, what="Job deleted")
 
 
 def test_following_logs_waits_for_the_pod_and_ends_with_the_run(k8s_ns, runner_for):
@@ -155,7 +153,7 @@ def test_too_many_gpus_stay_pending_with_the_reason_until_a_bigger_node_joins(k8
     runner = runner_for()
     eid = runner.submit(make_spec(2, gpus=16))
     watcher = runner.watcher(k8s_ns.name)
-    wait_until(lambda: "Insufficient nvidia.com/gpu" in runner.status(eid).reason, 30, what="unschedulable reason")
+    wait_for(lambda: "Insufficient nvidia.com/gpu" in runner.status(eid).reason, 30, what="unschedulable reason")
     status = runner.status(eid)
     assert status.state == RunState.PENDING
     assert "Unschedulable" in status.reason and "Insufficient nvidia.com/gpu" in status.reason
@@ -181,7 +179,7 @@ def test_a_gpu_quota_keeps_the_run_pending_with_the_quota_message(k8s_ns, runner
     runner = runner_for()
     eid = runner.submit(make_spec(15, gpus=2))
     # no pod can be created at all: the reason comes from the Job controller's warning event
-    wait_until(lambda: "exceeded quota" in runner.status(eid).reason, 30, what="quota reason")
+    wait_for(lambda: "exceeded quota" in runner.status(eid).reason, 30, what="quota reason")
     status = runner.status(eid)
     assert status.state == RunState.PENDING and status.reason.startswith("FailedCreate: ")
     assert "requests.nvidia.com/gpu=2" in status.reason
@@ -190,7 +188,7 @@ def test_a_gpu_quota_keeps_the_run_pending_with_the_quota_message(k8s_ns, runner
 def test_several_nodes_get_an_indexed_job_with_torchrun_env_and_a_resolvable_master(k8s_ns, runner_for):
     runner = runner_for(pod_annotations={"lfops.test/run-duration": "3s"})
     eid = runner.submit(make_spec(3, nodes=2, gpus=8))
-    wait_until(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="both pods running")
+    wait_for(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="both pods running")
     assert runner.status(eid).reason.startswith("2/2 pods running")
     pods = pods_of(k8s_ns.cluster, k8s_ns.name, "lfops-run-3")
     assert len(pods) == 2 and {p.spec.node_name for p in pods} == GPU_NODES  # 8 GPUs each: one pod per node
@@ -218,7 +216,7 @@ def test_several_nodes_get_an_indexed_job_with_torchrun_env_and_a_resolvable_mas
             return [e for s in slices.items for e in s.endpoints or [] if e.hostname == "lfops-run-3-0"]
 
         # cluster DNS answers <job>-0.<service> from the EndpointSlice entry with that hostname and pod 0's IP
-        (endpoint,) = wait_until(master_endpoint, 30, what="EndpointSlice entry for pod 0")
+        (endpoint,) = wait_for(master_endpoint, 30, what="EndpointSlice entry for pod 0")
         assert endpoint.addresses == [by_index["0"].status.pod_ip]
     assert runner.wait(eid, timeout=60).state == RunState.SUCCEEDED
 
@@ -242,12 +240,12 @@ def test_a_failing_pod_fails_the_run_with_its_reason(k8s_ns, runner_for):
 def test_cancel_deletes_the_job_and_its_pods(k8s_ns, runner_for):
     runner = runner_for(pod_annotations={"lfops.test/run-duration": "60s"})
     eid = runner.submit(make_spec(5))
-    wait_until(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
+    wait_for(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
     runner.cancel(eid, reason="cancelled by alice")
     final = runner.wait(eid, timeout=30)
     assert (final.state, final.reason) == (RunState.CANCELLED, "cancelled by alice")
-    wait_until(lambda: not job_names(k8s_ns.cluster, k8s_ns.name), 30, what="Job deleted")
-    wait_until(lambda: not pods_of(k8s_ns.cluster, k8s_ns.name, "lfops-run-5"), 30, what="pods deleted")
+    wait_for(lambda: not job_names(k8s_ns.cluster, k8s_ns.name), 30, what="Job deleted")
+    wait_for(lambda: not pods_of(k8s_ns.cluster, k8s_ns.name, "lfops-run-5"), 30, what="pods deleted")
     runner.cancel(eid)  # cancelling again is harmless
 
 
@@ -303,13 +301,13 @@ def test_a_dropped_watch_resumes_from_its_resource_version_without_missing_the_e
     runner = runner_for(pod_annotations={"lfops.test/run-duration": "2s"})
     eid = runner.submit(make_spec(9))
     watcher = runner.watcher(k8s_ns.name)
-    wait_until(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
+    wait_for(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
     relists = watcher.stats["relists"]
     watcher.stop()  # the connections go away while the run finishes
     assert not watcher.alive
     with k8s_ns.cluster.client() as api:
         batch = client.BatchV1Api(api)
-        wait_until(lambda: batch.read_namespaced_job("lfops-run-9", k8s_ns.name).status.succeeded, 30, what="done")
+        wait_for(lambda: batch.read_namespaced_job("lfops-run-9", k8s_ns.name).status.succeeded, 30, what="done")
     assert watcher.status("lfops-run-9").state == RunState.RUNNING  # it has not heard yet
     watcher.start()
     assert runner.wait(eid, timeout=30).state == RunState.SUCCEEDED
@@ -320,7 +318,7 @@ def test_a_connection_cut_mid_watch_is_resumed(k8s_ns, runner_for):
     runner = runner_for(pod_annotations={"lfops.test/run-duration": "2s"})
     eid = runner.submit(make_spec(10))
     watcher = runner.watcher(k8s_ns.name)
-    wait_until(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
+    wait_for(lambda: runner.status(eid).state == RunState.RUNNING, 30, what="running")
     reconnects = watcher.stats["reconnects"]
     watcher.reconnect()  # as if the network dropped both streams
     assert runner.wait(eid, timeout=30).state == RunState.SUCCEEDED
@@ -338,14 +336,14 @@ def test_a_relist_after_410_gone_catches_up_on_what_happened_while_away(k8s_ns, 
     long = RunSpec(**{**make_spec(14).__dict__, "resources": Resources(gpus_per_node=1, profile="long")})
     finishing, doomed = runner.submit(make_spec(11)), runner.submit(long)
     watcher = runner.watcher(k8s_ns.name)
-    wait_until(lambda: runner.status(finishing).state == RunState.RUNNING, 30, what="running")
-    wait_until(lambda: runner.status(doomed).state == RunState.RUNNING, 30, what="running")
+    wait_for(lambda: runner.status(finishing).state == RunState.RUNNING, 30, what="running")
+    wait_for(lambda: runner.status(doomed).state == RunState.RUNNING, 30, what="running")
     watcher.stop()
     with k8s_ns.cluster.client() as api:  # while nobody watches: one run ends, the other's Job is deleted by hand
         batch = client.BatchV1Api(api)
         batch.delete_namespaced_job("lfops-run-14", k8s_ns.name, propagation_policy="Background")
-        wait_until(lambda: batch.read_namespaced_job("lfops-run-11", k8s_ns.name).status.succeeded, 30, what="done")
-        wait_until(lambda: "lfops-run-14" not in job_names(k8s_ns.cluster, k8s_ns.name), 30, what="deleted")
+        wait_for(lambda: batch.read_namespaced_job("lfops-run-11", k8s_ns.name).status.succeeded, 30, what="done")
+        wait_for(lambda: "lfops-run-14" not in job_names(k8s_ns.cluster, k8s_ns.name), 30, what="deleted")
     relists = watcher.stats["relists"]
     watcher.resource_versions = dict.fromkeys(watcher.KINDS)  # what the 410 branch of the watch loop sets
     watcher.start()
@@ -404,9 +402,9 @@ def test_webui_launch_offers_cluster_profiles_previews_and_launches(k8s_ns, temp
     launch runs as a Job on the real control plane."""
     import os
 
-    from tests.conftest import make_env
     from tests.runs_fixtures import approved_merge
     from tests.webui_fixtures import build_in_process, plain, request_for
+    from tests.workspace_fixtures import make_env
 
     env = make_env(template_workspace, tmp_path / "ws")
     settings = env.ws.settings.model_copy(

@@ -21,8 +21,8 @@ from llamafactory.webui.runner import Runner
 from sqlalchemy import select
 
 from backend.store.models import AuditEvent
-from tests.conftest import make_env
 from tests.webui_fixtures import build_in_process, signed_in
+from tests.workspace_fixtures import make_env
 from webui import llamaboard as lb
 
 # Ids the app reads or changes; a rename in LlamaBoard must fail here, not in a user's browser.

@@ -239,7 +239,7 @@ def test_saves_from_two_processes_do_not_collide(env):
 
 
 def test_any_git_url_works_as_origin(template_workspace, tmp_path):
-    from tests.conftest import make_env
+    from tests.workspace_fixtures import make_env
 
     env = make_env(template_workspace, tmp_path / "ws")
     url = "file://" + str(env.origin)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import psutil
 import pytest
@@ -273,8 +272,7 @@ def test_monitor_thread_starts_once_and_stops(renv):
     runs = renv.ws.runs
     m1 = runs.start_monitor(interval=0.05)
     assert runs.start_monitor() is m1 and m1.alive
-    runs.stop_monitor()
-    time.sleep(0.1)
+    runs.stop_monitor()  # returns once the thread has stopped
     assert not m1.alive
 
 

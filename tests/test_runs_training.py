@@ -18,7 +18,8 @@ from backend.cli import main as lfops
 from backend.settings import Settings
 from backend.store.models import AuditEvent, Metric, Run
 from backend.workspace import Workspace
-from tests.runs_fixtures import approved_merge, kill_leftover_runs, trained_run, wait_for
+from tests.helpers import wait_for
+from tests.runs_fixtures import approved_merge, kill_leftover_runs, trained_run
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +137,7 @@ def test_cancel_mid_run_kills_the_whole_process_tree(renv, monkeypatch):
         worker = any("launcher.py" in c and "bin/torchrun" not in c for c in cmdlines)
         return procs if torchrun and worker else None
 
-    procs = wait_for(tree, timeout=120, poll=0.2, what="the torchrun worker")
+    procs = wait_for(tree, timeout=120, interval=0.2, what="the torchrun worker")
     groups = {os.getpgid(p.pid) for p in procs}
     assert len(groups) >= 2  # the worker left the leader's process group
     wait_for(

@@ -9,8 +9,8 @@ import pytest
 
 from backend.config import TrainConfig, schema
 from backend.secret_args import SECRET_ARG_NAMES, is_secret_arg
-from tests.conftest import make_env
 from tests.webui_fixtures import build_in_process
+from tests.workspace_fixtures import make_env
 from webui import llamaboard as lb
 
 # LLaMA-Factory's own secret arguments, then names only the suffix rule catches (not LLaMA-Factory arguments).

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from backend.errors import SettingsError
 from backend.settings import ClusterProfile, Settings, parse_cluster_profiles
-
-LFOPS = str(Path(sys.executable).parent / "lfops")
+from tests.helpers import run_lfops
 
 
 @pytest.fixture
@@ -129,12 +125,8 @@ def test_constructing_settings_reads_nothing_and_copies_keep_profiles(clean_env,
 
 
 def test_the_cli_prints_one_line_and_no_traceback(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LFOPS_") or k.startswith("LFOPS_TEST_")}
-    env |= {
-        "LFOPS_WORKSPACE": str(tmp_path / "ws"),
-        "LFOPS_CLUSTER_PROFILES": profiles(active_deadline_seconds="one week"),
-    }
-    proc = subprocess.run([LFOPS, "cluster", "profiles"], capture_output=True, text=True, env=env, timeout=120)
+    env = {"LFOPS_CLUSTER_PROFILES": profiles(active_deadline_seconds="one week")}
+    proc = run_lfops("cluster", "profiles", workspace=tmp_path / "ws", env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == (
         "error: LFOPS_CLUSTER_PROFILES.gpu8.active_deadline_seconds: must be an integer >= 1, got 'one week'\n"

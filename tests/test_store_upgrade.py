@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +11,8 @@ from sqlalchemy import create_engine, inspect, text
 
 from backend.errors import StoreUnavailable
 from backend.store import _UPGRADE_LOCK_KEY, Store, _alembic_config, required_revision
+from tests.helpers import LFOPS, lfops_env, wait_for
 
-LFOPS = str(Path(sys.executable).parent / "lfops")
 TABLES = {"users", "change_requests", "reviews", "configs", "runs", "metrics", "model_versions", "audit_events"}
 
 
@@ -28,7 +25,7 @@ def fresh_url(request, tmp_path) -> str:
 
 
 def lfops(*args: str, url: str, ws: Path, **env: str) -> subprocess.Popen:
-    full_env = {**os.environ, "LFOPS_WORKSPACE": str(ws), "LFOPS_DATABASE_URL": url, **env}
+    full_env = lfops_env(ws, LFOPS_DATABASE_URL=url, **env)
     return subprocess.Popen([LFOPS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
 
 
@@ -110,11 +107,12 @@ def test_two_processes_upgrading_a_fresh_postgresql_database_at_once_both_succee
     conn = holder.connect()
     conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _UPGRADE_LOCK_KEY})
     procs = [lfops("db", "upgrade", url=pg_database, ws=tmp_path / f"ws{i}") for i in range(2)]
-    deadline = time.monotonic() + 120
-    while _waiting_on_upgrade_lock(pg_database) < 2:
+
+    def both_waiting() -> bool:
         assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
-        assert time.monotonic() < deadline, "the upgraders never waited on the lock"
-        time.sleep(0.1)
+        return _waiting_on_upgrade_lock(pg_database) >= 2
+
+    wait_for(both_waiting, timeout=120, what="the upgraders to wait on the lock")
     conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _UPGRADE_LOCK_KEY})
     conn.close()
     holder.dispose()

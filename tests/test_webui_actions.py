@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 
 from backend.auth import add_user
 from backend.store.models import AuditEvent, ChangeRequest
-from tests.conftest import make_env
-from tests.runs_fixtures import kill_leftover_runs, wait_for
+from tests.helpers import git_clone, wait_for
+from tests.runs_fixtures import kill_leftover_runs
 from tests.snapshots import snapshot
 from tests.webui_fixtures import build_in_process, plain, request_for
+from tests.workspace_fixtures import make_env
 from webui import llamaboard as lb
 
 BOB_PASSWORD = "bob-password-1"  # a second analyst with a known password, added the way an admin would
@@ -208,7 +209,7 @@ def test_review_shows_the_changes_and_the_backend_decides_who_may_act(web):
 def test_data_of_main_is_what_llamaboard_lists(web, tmp_path):
     """A dataset added on main (here by a plain Git push) appears in LlamaBoard's dropdown after the refresh."""
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(web.env.origin), str(clone)], check=True)
+    git_clone(web.env.origin, clone)
     info_path = clone / "data" / "dataset_info.json"
     info = json.loads(info_path.read_text())
     info["demo_copy"] = dict(info["demo_arith"])

@@ -14,7 +14,8 @@ from starlette.requests import Request
 
 from backend.errors import LfopsError, PermissionDenied
 from backend.store.models import AuditEvent
-from tests.webui_fixtures import LFOPS, start_webui
+from tests.helpers import LFOPS
+from tests.webui_fixtures import start_webui
 from webui.auth import NONE, PASSWORD, PROXY, Authenticator, check_bind, is_loopback
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LFOPS, start_webui
+from tests.helpers import LFOPS, need_service, printed_passwords
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -27,15 +28,13 @@ CAROL_PASSWORD = "carol-known-password"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        from tests.conftest import need_service
-
         need_service("Chromium (/usr/bin/chromium)", False)
     root = tmp_path_factory.mktemp("browser")
     workspace = root / "ws"  # does not exist: `lfops webui` creates the embedded defaults
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = start_webui(workspace, ARTIFACTS / "server.log")
     try:
-        users = dict(re.findall(r"^\s+(\w+)\s+(?:analyst|reviewer|admin)\s+(\S+)$", server.output(), re.M))
+        users = printed_passwords(server.output())
         assert set(users) == {"alice", "rita", "admin"}, server.output()
         # a second analyst with a known password, added by the admin through the CLI while the server runs
         subprocess.run(

@@ -6,10 +6,7 @@ import html
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -19,8 +16,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.context import LocalContext
 
-ROOT = Path(__file__).resolve().parents[1]
-LFOPS = str(Path(sys.executable).with_name("lfops"))
+from tests.helpers import LFOPS, ROOT, free_port, lfops_env, wait_for
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -51,12 +48,6 @@ def signed_in(name: str | None):
         yield
     finally:
         LocalContext.request.reset(token)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -108,30 +99,31 @@ class Server:
 def start_webui(workspace: Path, log: Path, *args: str, env: dict | None = None, timeout: float = 240) -> Server:
     """`lfops webui --port P` with LFOPS_WORKSPACE, as README runs it; returns once the first page is served."""
     port = free_port()
-    full_env = {**os.environ, "LFOPS_WORKSPACE": str(workspace), **(env or {})}
     fh = open(log, "w")  # the server writes to it until stop()
     proc = subprocess.Popen(
         [LFOPS, "webui", "--port", str(port), *args],
         stdout=fh,
         stderr=subprocess.STDOUT,
-        env=full_env,
+        env=lfops_env(workspace, **(env or {})),
         cwd=str(workspace.parent),
         start_new_session=True,  # its own process group: stop() ends the runs it started too
     )
     server = Server(proc, f"http://127.0.0.1:{port}/", log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def served() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"lfops webui exited with {proc.returncode}:\n{server.output()[-3000:]}")
+            raise AssertionError(f"lfops webui exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(server.url, timeout=2) as resp:  # noqa: S310 - our own local server
-                if resp.status == 200:
-                    return server
+                return resp.status == 200
         except urllib.error.HTTPError as exc:
-            if exc.code == 401:  # served, to someone who has not signed in (proxy-header mode)
-                return server
+            return exc.code == 401  # served, to someone who has not signed in (proxy-header mode)
         except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    server.stop()
-    raise AssertionError(f"lfops webui served nothing within {timeout} s:\n{server.output()[-3000:]}")
+            return False
+
+    try:
+        wait_for(served, timeout, interval=0.25, what="lfops webui to serve its first page")
+    except AssertionError as exc:
+        server.stop()
+        raise AssertionError(f"{exc}:\n{server.output()[-3000:]}") from None
+    return server
