@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,11 +30,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository first on the path
 
-from backend.serving.httpserver import free_port  # noqa: E402
 from backend.serving.keys import new_api_key, write_keys_file  # noqa: E402
+from bench.common import ROOT, free_port, median, percentile, print_table, wait_for  # noqa: E402
 
 CONCURRENCY = 64
 CHAT = {
@@ -93,16 +91,21 @@ def serve_plain_proxy(port: int, upstream: str) -> None:
 
 def spawn(args: list[str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc  # any answer (even 404) means it listens
+
+    def listening() -> bool:
         if proc.poll() is not None:
             raise SystemExit(f"{args} ended: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"{args} did not start")
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return True  # any answer (even 404) means it listens
+        return False
+
+    try:
+        wait_for(listening, timeout=60, interval=0.1, what=f"{args} to listen")
+    except AssertionError:
+        proc.kill()
+        raise SystemExit(f"{args} did not start") from None
+    return proc
 
 
 # ---- load generator -------------------------------------------------------------------------------------------------
@@ -145,10 +148,6 @@ def load(port: int, key: str, seconds: float) -> tuple[float, dict[str, int]]:
 
 
 # ---- part 1: overhead against a real model server ------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 def ttft(client: httpx.Client, url: str) -> float:
@@ -197,11 +196,11 @@ def model_overhead(requests: int, runs: int, work: Path) -> list[tuple[str, floa
             for label, data in (("non-streamed latency", lat), ("streamed time to first token", first)):
                 for name in ("direct", "gateway"):
                     for q in (50, 95):
-                        per_run.setdefault((label, name, q), []).append(pct(data[name], q) * 1000)
+                        per_run.setdefault((label, name, q), []).append(percentile(data[name], q) * 1000)
         rows = []
         for label in ("non-streamed latency", "streamed time to first token"):
             d50, g50, d95, g95 = (
-                statistics.median(per_run[(label, name, q)])
+                median(per_run[(label, name, q)])
                 for name, q in (("direct", 50), ("gateway", 50), ("direct", 95), ("gateway", 95))
             )
             rows.append((label, d50, g50, d95, g95))
@@ -258,8 +257,8 @@ def throughput(runs: int, seconds: float, work: Path) -> dict[str, tuple[float, 
                 statuses[name] = counts
         return {
             name: (
-                statistics.median(values),
-                statistics.median(cpu_us[name]),
+                median(values),
+                median(cpu_us[name]),
                 psutil.Process(procs[name].pid).memory_info().rss / 2**20,
                 statuses[name],
             )
@@ -293,29 +292,29 @@ def main() -> None:
         work = Path(tmp)
         if not args.skip_model:
             rows = model_overhead(args.requests, args.runs, work)
-            print(
-                f"\nGateway overhead in front of llamafactory-cli api (tiny model, CPU, {args.requests} requests "
-                f"each per run, interleaved, median of {args.runs} runs), ms:\n"
+            print_table(
+                ["measure", "direct p50", "gateway p50", "added p50", "direct p95", "gateway p95"],
+                [
+                    [label, f"{d50:.1f}", f"{g50:.1f}", f"{g50 - d50:+.1f} ({(g50 - d50) / d50 * 100:+.1f}%)"]
+                    + [f"{d95:.1f}", f"{g95:.1f}"]
+                    for label, d50, g50, d95, g95 in rows
+                ],
+                title=f"Gateway overhead in front of llamafactory-cli api (tiny model, CPU, {args.requests} requests "
+                f"each per run, interleaved, median of {args.runs} runs), ms:",
             )
-            print("| measure | direct p50 | gateway p50 | added p50 | direct p95 | gateway p95 |")
-            print("|---|---:|---:|---:|---:|---:|")
-            for label, d50, g50, d95, g95 in rows:
-                added = f"{g50 - d50:+.1f} ({(g50 - d50) / d50 * 100:+.1f}%)"
-                print(f"| {label} | {d50:.1f} | {g50:.1f} | {added} | {d95:.1f} | {g95:.1f} |")
         res = throughput(args.runs, args.seconds, work)
-        print(
-            f"\nIn front of a stub upstream: {CONCURRENCY} concurrent keep-alive clients, {args.seconds:g} s, "
-            f"median of {args.runs} runs:\n"
-        )
-        print(
-            "| path | requests/s | vs plain proxy | CPU per request in the process in front (µs) | "
-            "RSS of the process in front (MiB) | statuses (last run) |"
-        )
-        print("|---|---:|---:|---:|---:|---|")
         base = res["plain proxy"][0]
-        for name in ("stub", "plain proxy", "gateway"):
-            rps, cpu, rss, counts = res[name]
-            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {cpu:,.0f} | {rss:.0f} | {counts} |")
+        print_table(
+            ["path", "requests/s", "vs plain proxy", "CPU per request in the process in front (µs)"]
+            + ["RSS of the process in front (MiB)", "statuses (last run)"],
+            [
+                [name, f"{rps:,.0f}", f"{rps / base:.2f}x", f"{cpu:,.0f}", f"{rss:.0f}", counts]
+                for name, (rps, cpu, rss, counts) in ((n, res[n]) for n in ("stub", "plain proxy", "gateway"))
+            ],
+            align="lrrrrl",
+            title=f"In front of a stub upstream: {CONCURRENCY} concurrent keep-alive clients, {args.seconds:g} s, "
+            f"median of {args.runs} runs:",
+        )
     print(f"\n# load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -23,7 +23,7 @@ from backend.serving.gateway import Gateway, GatewayConfig, Upstream, write_upst
 from backend.serving.httpserver import bind_socket, serving
 from backend.serving.keys import KeyRing, new_api_key, read_keys_file, write_keys_file
 from backend.serving.observers import RequestRecord, prompt_text
-from tests.runs_fixtures import wait_for
+from tests.helpers import wait_for
 from tests.serving_stub import StubModelServer
 
 CHAT = {"model": "stub", "messages": [{"role": "user", "content": "What is 2 plus 3?"}]}
@@ -167,9 +167,7 @@ def test_metrics_count_calls_by_status_with_version_labels_and_in_flight(gateway
         kwargs={"json": CHAT, "headers": headers, "timeout": 10},
     )
     slow.start()
-    deadline = time.monotonic() + 5
-    while metric(url, "lfops_gateway_in_flight_requests") != 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: metric(url, "lfops_gateway_in_flight_requests") == 1, 5, 0.02, "one request in flight")
     assert metric(url, "lfops_gateway_in_flight_requests", deployment="demo", model_version="tiny-sft:v1") == 1
     slow.join()
     assert metric(url, "lfops_gateway_in_flight_requests") == 0
@@ -255,9 +253,7 @@ def test_observer_gets_each_request_off_the_request_path_and_never_fails_it(gate
     assert slow.got.wait(5)
     with httpx.stream("POST", url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers) as s:
         s.read()
-    deadline = time.monotonic() + 10
-    while not any(r.stream for r in slow.records) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: any(r.stream for r in slow.records), 10, 0.05, "the streamed request observed")
     streamed = next(r for r in slow.records if r.stream)
     assert streamed.ttft_s is not None and streamed.completion_tokens == 5 and streamed.prompt_tokens is None
     assert streamed.error == "" and streamed.status == 200
@@ -268,8 +264,7 @@ def test_observer_gets_each_request_off_the_request_path_and_never_fails_it(gate
         for line in s.iter_lines():
             if "tok0" in line:
                 break
-    while not any(r.error for r in slow.records) and time.monotonic() < deadline + 10:
-        time.sleep(0.05)
+    wait_for(lambda: any(r.error for r in slow.records), 20, 0.05, "the abandoned stream observed")
     gone = next(r for r in slow.records if r.error)
     assert gone.error == "client_disconnected" and gone.stream and gone.completion_tokens < 5
     assert metric(url, "lfops_gateway_in_flight_requests") == 0
@@ -292,13 +287,10 @@ def test_keys_are_reloaded_without_restart(gateway, tmp_path):
     assert (call(key), call(second)) == (200, 401)
     first = read_keys_file(tmp_path / "keys.json")
     write_keys_file(tmp_path / "keys.json", [*first, stored2])
-    deadline = time.monotonic() + 5
-    while call(second) != 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: call(second) == 200, 5, 0.05, "the new key accepted")
     assert (call(key), call(second)) == (200, 200)
     write_keys_file(tmp_path / "keys.json", [stored2])  # revoke the first
-    while call(key) != 401 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: call(key) == 401, 5, 0.05, "the revoked key refused")
     assert (call(key), call(second)) == (401, 200)
     (tmp_path / "keys.json").write_text("{not json")  # a broken file keeps the previous keys
     time.sleep(0.3)
@@ -326,9 +318,7 @@ def test_switching_upstream_under_load_fails_no_request(gateway, tmp_path):
             t.start()
         time.sleep(0.5)
         write_upstream_file(tmp_path / "upstream.json", Upstream(up2.url, "tiny-sft:v2", "v2-secret"))
-        deadline = time.monotonic() + 5
-        while httpx.get(url + "/readyz").json()["model_version"] != "tiny-sft:v2" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: httpx.get(url + "/readyz").json()["model_version"] == "tiny-sft:v2", 5, 0.02, "v2 upstream")
         time.sleep(0.5)
         done.set()
         for t in threads:

@@ -21,7 +21,8 @@ from backend.errors import Conflict, NotFound, TimedOut
 from backend.serving.httpserver import bind_socket, free_port
 from backend.serving.keys import new_api_key
 from backend.serving.local_server import LocalDeployment, LocalSupervisor, ModelServerSpec
-from tests.runs_fixtures import approved_merge, wait_for
+from tests.helpers import wait_for
+from tests.runs_fixtures import approved_merge
 from tests.test_serving_gateway import metric
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def kill_all_under(root: Path) -> None:
 @pytest.fixture(scope="module")
 def registered(template_workspace, tmp_path_factory):
     """A LoRA version of the tiny model, trained and registered the way users get one; and its merged export."""
-    from tests.conftest import make_env
+    from tests.workspace_fixtures import make_env
 
     env = make_env(template_workspace, tmp_path_factory.mktemp("serving") / "ws")
     cr, _ = approved_merge(env, "tiny-serve")

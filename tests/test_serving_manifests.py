@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 
 import pytest
 import yaml
@@ -16,13 +15,12 @@ import yaml
 from backend.errors import ValidationFailed
 from backend.serving import manifests as sm
 from backend.serving.keys import new_api_key
+from tests.helpers import wait_for
 from tests.k8s_fixtures import (
     create_namespace,
     create_outputs_volume,
     delete_namespace,
     delete_outputs_volumes,
-    k8s_cluster_fixture,  # noqa: F401 - fixture k8s_cluster
-    wait_until,
 )
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -356,19 +354,23 @@ def test_applied_deployment_schedules_on_gpu_nodes_rolls_pod_by_pod_and_deletes_
                 )
 
             apply(sm.build_manifests(spec(3), target, stored))
-            wait_until(lambda: settled("v3"), 120, 0.2, "two v3 pods available")
+            wait_for(lambda: settled("v3"), 120, 0.2, "two v3 pods available")
             pods = core.list_namespaced_pod(namespace, label_selector="lfops.io/deployment=support-bot").items
             assert {p.spec.node_name for p in pods} <= {"gpu-node-0", "gpu-node-1"}
             assert all(p.status.phase == "Running" for p in pods)
 
             apply(sm.build_manifests(spec(4), target, stored))
-            lowest = 2
-            deadline = time.monotonic() + 180
-            while not settled("v4"):
+            available = [2]
+
+            def rolled_out() -> bool:  # and on the way, how many pods were available
+                if settled("v4"):
+                    return True
                 d = apps.read_namespaced_deployment("lfops-serve-support-bot", namespace)
-                lowest = min(lowest, d.status.available_replicas or 0)
-                assert time.monotonic() < deadline, "the rollout to v4 did not finish"
-                time.sleep(0.1)
+                available.append(d.status.available_replicas or 0)
+                return False
+
+            wait_for(rolled_out, 180, 0.1, "the rollout to v4")
+            lowest = min(available)
             assert lowest == 2  # never below capacity during the rollout
             rs = apps.list_namespaced_replica_set(namespace, label_selector="lfops.io/deployment=support-bot").items
             assert len(rs) == 2 and sorted(r.spec.replicas for r in rs) == [0, 2]
@@ -391,7 +393,7 @@ def test_applied_deployment_schedules_on_gpu_nodes_rolls_pod_by_pod_and_deletes_
                     )
                 )
 
-            wait_until(nothing_left, 120, 0.2, "every object of the deployment deleted")
+            wait_for(nothing_left, 120, 0.2, "every object of the deployment deleted")
     finally:
         with contextlib.suppress(Exception):
             delete_namespace(cluster, namespace)

@@ -15,7 +15,7 @@ from backend.runners.lfprocess import child_env
 from backend.serving.keys import KeyRing, hash_key, key_id_of, new_api_key, read_keys_file, write_keys_file
 from backend.serving.names import check_deployment_name, default_deployment_name
 from backend.serving.process import Backoff, ManagedProcess
-from tests.runs_fixtures import wait_for
+from tests.helpers import wait_for
 
 
 def test_detached_process_is_recorded_found_again_and_stopped_with_its_children(tmp_path):
