@@ -40,6 +40,15 @@ def fake_env(any_db_env, tmp_path, monkeypatch):
     kill_leftover_runs(env.ws)
 
 
+@pytest.fixture
+def hold(tmp_path, monkeypatch):
+    """The stand-in trainer trains until this file is removed."""
+    path = tmp_path / "hold"
+    path.write_text("")
+    monkeypatch.setenv("FAKE_HOLD", str(path))
+    return path
+
+
 def _run(env, run_id: int) -> Run:
     with env.ws.store.session() as s:
         run = s.get(Run, run_id)
@@ -84,12 +93,11 @@ def test_launch_killed_at_every_boundary_leaves_no_violation_after_reconcile(fak
 # ---- a trainer that started is found by its marker ----------------------------------------------------------------
 
 
-def test_launch_killed_after_the_trainer_started_is_found_by_its_marker_and_registered(fake_env, monkeypatch):
+def test_launch_killed_after_the_trainer_started_is_found_by_its_marker_and_registered(fake_env, hold):
     """Killed between starting the trainer and recording its id: the run is queued without a runner id while the
     trainer trains. A check without repair changes nothing; the repair finds the trainer by the wrapper's marker,
     follows it to its end and registers the model."""
     env = fake_env
-    monkeypatch.setenv("FAKE_TRAIN_S", "3")
     run_id = _killed_launch(env, "process-started")
     run = _run(env, run_id)
     assert run.status == "queued" and run.external_id == ""
@@ -105,6 +113,7 @@ def test_launch_killed_after_the_trainer_started_is_found_by_its_marker_and_regi
     run = _run(env, run_id)
     assert run.status == "running" and run.external_id == external_id_for(run_id)
     assert reconcile_runs.check(env.ws, repair=True) == []  # running with its trainer: nothing wrong
+    hold.unlink()
     wait_for(lambda: not crash.run_processes(env.ws, run_id), timeout=60, what="the trainer to end")
     env.ws.runs.advance()
     run = _run(env, run_id)
@@ -112,11 +121,10 @@ def test_launch_killed_after_the_trainer_started_is_found_by_its_marker_and_regi
     assert _model_versions(env, run_id) == 1
 
 
-def test_trainer_outliving_its_killed_wrapper_stays_running_and_succeeds(fake_env, monkeypatch):
+def test_trainer_outliving_its_killed_wrapper_stays_running_and_succeeds(fake_env, hold):
     """SIGKILL to the wrapper only: the run is not lost while the trainer lives, and ends with the trainer's real
     outcome (complete results: succeeded, registered), though no exit code was ever written."""
     env = fake_env
-    monkeypatch.setenv("FAKE_TRAIN_S", "3")
     view = env.ws.runs.launch(env.actor("alice"), env.cr)
     runner = env.ws.runs.runner
     wrapper, trainer = crash._wait_marker(env.ws, view.id)
@@ -127,6 +135,8 @@ def test_trainer_outliving_its_killed_wrapper_stays_running_and_succeeds(fake_en
     assert env.ws.runs.advance() == []
     assert env.ws.runs.get(env.actor("alice"), view.id).status == "running"
     assert reconcile_runs.check(env.ws, repair=True) == []
+    assert env.ws.runs.get(env.actor("alice"), view.id).status == "running"
+    hold.unlink()
     wait_for(lambda: not psutil.pid_exists(trainer) or psutil.Process(trainer).status() == "zombie", timeout=60)
     assert not (runner.run_dir(view.external_id) / "exit_code").exists()
     assert env.ws.runs.advance() == [view.id]
@@ -136,9 +146,8 @@ def test_trainer_outliving_its_killed_wrapper_stays_running_and_succeeds(fake_en
     assert _model_versions(env, view.id) == 1
 
 
-def test_wrapper_survives_sigterm_and_records_the_trainers_exit_code(fake_env, monkeypatch):
+def test_wrapper_survives_sigterm_and_records_the_trainers_exit_code(fake_env, hold):
     env = fake_env
-    monkeypatch.setenv("FAKE_TRAIN_S", "3")
     view = env.ws.runs.launch(env.actor("alice"), env.cr)
     wrapper, trainer = crash._wait_marker(env.ws, view.id)
     os.kill(wrapper, signal.SIGTERM)
@@ -242,7 +251,7 @@ def test_registrations_racing_each_other_make_one_version(fake_env):
 # ---- the monitor ----------------------------------------------------------------------------------------------------
 
 
-def test_monitor_reconciles_at_start_and_then_periodically(fake_env):
+def test_monitor_reconciles_at_start_and_then_periodically(fake_env, hold):
     env = fake_env
     first = _killed_launch(env, "recorded")  # the launch died: the monitor's first pass finds it
     monitor = env.ws.runs.start_monitor(interval=0.05)
@@ -251,6 +260,9 @@ def test_monitor_reconciles_at_start_and_then_periodically(fake_env):
         assert monitor.reconciled >= 1
         monitor.reconcile_every = 0.2
         second = _killed_launch(env, "process-started")  # a trainer without its id, found by a later pass
+        wait_for(lambda: _run(env, second).external_id, timeout=30, what="the periodic reconcile")
+        assert _run(env, second).status == "running"
+        hold.unlink()
         wait_for(lambda: _run(env, second).status == "succeeded", timeout=60, what="the periodic reconcile")
         wait_for(lambda: _model_versions(env, second) == 1, timeout=30, what="the registration")
     finally:

@@ -55,10 +55,12 @@ from backend.workspace import Workspace  # noqa: E402
 
 NAME = "launch"
 
-# A stand-in for `llamafactory-cli train <yaml>`: trains for FAKE_TRAIN_S seconds, then writes LLaMA-Factory's files.
+# A stand-in for `llamafactory-cli train <yaml>`: trains for FAKE_TRAIN_S seconds (and while the file FAKE_HOLD names
+# exists), then writes LLaMA-Factory's files.
 FAKE_TRAINER = """#!/bin/sh
 out=$(sed -n 's/^output_dir: //p' "$2" | tr -d "'\\"")
 sleep "${FAKE_TRAIN_S:-0.5}"
+while [ -n "$FAKE_HOLD" ] && [ -e "$FAKE_HOLD" ]; do sleep 0.05; done
 printf '{"current_steps": 1, "total_steps": 1, "loss": 1.5}\\n' > "$out/trainer_log.jsonl"
 printf '{"peft_type": "LORA"}\\n' > "$out/adapter_config.json"
 printf 'weights' > "$out/adapter_model.safetensors"
