@@ -21,7 +21,7 @@ from backend.errors import NotFound
 from backend.reconcile import runs as reconcile_runs
 from backend.runners.local import external_id_for
 from backend.runs.launchers import this_process
-from backend.store.models import AuditEvent, ModelVersion, Run
+from backend.store.models import AuditEvent, Config, ModelVersion, Run
 from bench.crash_scenarios import launch as crash
 from tests.runs_fixtures import approved_merge, kill_leftover_runs, wait_for
 from tests.snapshots import db_state, snapshot
@@ -205,8 +205,6 @@ def test_a_launch_under_way_is_left_alone(fake_env):
 
 
 def _a_config_id(env) -> int:
-    from backend.store.models import Config
-
     with env.ws.store.session() as s:
         return s.scalar(select(Config.id).limit(1))
 
@@ -313,6 +311,46 @@ def test_two_launches_of_one_change_request_at_once_in_threads_make_two_whole_ru
     for t in threads:
         t.join()
     assert errors == []
+    _check_distinct_complete_runs(env, [v.id for v in views])
+
+
+def test_two_overridden_launches_of_an_unrecorded_commit_at_once_make_two_whole_runs(fake_env, monkeypatch):
+    """An admin launches a commit lfops never recorded (init's commit on main) twice at the same moment: both launches
+    look for its config row at once, find none and insert it; the one that loses the race takes the row the other
+    made. (The two launches meet at the config row, so the race happens every time.)"""
+    env = fake_env
+    admin = env.actor("admin")
+    commit = env.origin_git("rev-list", "--max-parents=0", "main").strip()
+    from backend.runs import launching
+
+    meet = threading.Barrier(2, timeout=30)
+    calls = iter(range(1000))  # next() is atomic under the GIL
+    record_config = launching.record_config
+
+    def record_config_together(*args, **kwargs):
+        if next(calls) < 2:
+            meet.wait()  # the first attempt of each launch; the retry goes on alone
+        return record_config(*args, **kwargs)
+
+    monkeypatch.setattr(launching, "record_config", record_config_together)
+    barrier = threading.Barrier(2)
+    views, errors = [], []
+
+    def launch():
+        barrier.wait()
+        try:
+            views.append(env.ws.runs.launch(admin, commit, "configs/example.yaml", override_reason="race test"))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=launch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with env.ws.store.session() as s:
+        assert s.scalar(select(func.count(Config.id)).where(Config.commit == commit)) == 1
     _check_distinct_complete_runs(env, [v.id for v in views])
 
 

@@ -24,6 +24,10 @@ class Launcher:
     host: str
     process: ProcessId
 
+    def under_way(self) -> bool:
+        """The launching process ran on this host and still lives: its launch may still record the runner id."""
+        return self.host == socket.gethostname() and self.process.alive()
+
     def ended(self) -> bool:
         """True only when it is known: the launching process ran on this host and is gone (on another host nobody
         here can tell, and the caller waits instead)."""

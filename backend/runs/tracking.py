@@ -137,13 +137,16 @@ class Tracker:
     def unrecorded(self, run_id: int) -> Unrecorded:
         """Look a run without its runner id up at its runner: found, lost, or still being launched.
 
-        The launching process is asked first: once it is known to be gone, nothing can reach the runner any more, so
-        the runner's answer that follows is final."""
+        The launching process is asked first: while it lives, its launch records the id itself (unless it is overdue:
+        that launch broke off and the process lives on, e.g. the WebUI); once it is known to be gone, nothing can reach
+        the runner any more, so the runner's answer that follows is final."""
         with self.store.session() as s:
             run = run_row(s, run_id)
             backend, resources, created_at = run.backend, run.resources, run.created_at
             launcher = launcher_of(s, run_id)
         overdue = utcnow() - aware(created_at) > SUBMIT_GRACE
+        if launcher is not None and not overdue and launcher.under_way():
+            return Unrecorded()
         launch_ended = launcher is not None and launcher.ended()
         try:
             found = self.runners.get(backend).find_submitted(run_id, resources_of(resources))
