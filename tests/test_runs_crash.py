@@ -249,13 +249,16 @@ def test_registrations_racing_each_other_make_one_version(fake_env):
 # ---- the monitor ----------------------------------------------------------------------------------------------------
 
 
-def test_monitor_reconciles_at_start_and_then_periodically(fake_env, hold):
+def test_monitor_reconciles_at_start_and_then_periodically(fake_env, hold, caplog):
+    """The monitor's first pass is a reconcile (it repairs and logs what it found); later passes follow a trainer
+    whose launch died before recording its id to its end."""
     env = fake_env
     first = _killed_launch(env, "recorded")  # the launch died: the monitor's first pass finds it
     monitor = env.ws.runs.start_monitor(interval=0.05)
     try:
-        wait_for(lambda: _run(env, first).status == "lost", timeout=30, what="the start-up reconcile")
-        assert monitor.reconciled >= 1
+        wait_for(lambda: monitor.reconciled >= 1, timeout=30, what="the start-up reconcile")
+        assert _run(env, first).status == "lost"
+        assert f"reconcile: [repaired] run-active-without-process: run #{first}: queued" in caplog.text
         monitor.reconcile_every = 0.2
         second = _killed_launch(env, "process-started")  # a trainer without its id, found by a later pass
         wait_for(lambda: _run(env, second).external_id, timeout=30, what="the periodic reconcile")
