@@ -22,6 +22,7 @@ from backend.registry import ModelVersionView, Registry
 from backend.registry import _view as model_view
 from backend.review_status import ChangeRequestStatus
 from backend.runs import RunView, commit_filter, custom_plans, run_views, runs_query
+from backend.runs.queries import id_in_range
 from backend.store import Store
 from backend.store.models import ChangeRequest, Config, Deployment, Metric, ModelVersion, Review, Run, User
 
@@ -330,7 +331,8 @@ class Lineage:
         if len(ids) < 2:
             raise LfopsError("runs: compare needs at least two different run ids")
         with self.store.session() as s:
-            found = {r.id: r for r in run_views(s, runs_query().where(Run.id.in_(ids)))}
+            in_range = [i for i in ids if id_in_range(i)]  # a number beyond the id column names no run
+            found = {r.id: r for r in run_views(s, runs_query().where(Run.id.in_(in_range)))}
             missing = [i for i in ids if i not in found]
             if missing:
                 raise NotFound(f"run #{missing[0]} does not exist")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backend.reconcile.findings import Finding
+from backend.invariants import Finding
 
 if TYPE_CHECKING:
     from backend.workspace import Workspace

@@ -185,6 +185,12 @@ class Runner(abc.ABC):
     def close(self) -> None:
         """Release what this runner holds in the app (watch threads, connections, process handles); runs go on."""
 
+    def find_submitted(self, run_id: int, resources: Resources) -> str | None:
+        """The id of run `run_id` when its submit reached this backend although the app never recorded the id (it died
+        in between); None when nothing of it did. `status` of that id says what became of it. Backends that cannot
+        look a run up by its run id raise NotImplementedError (the tracker then waits SUBMIT_GRACE before giving up)."""
+        raise NotImplementedError
+
     def output_dir(self, external_id: str) -> str:
         """Where the run's LLaMA-Factory output_dir can be read on this machine ("" if it cannot, yet).
 

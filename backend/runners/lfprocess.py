@@ -9,13 +9,17 @@ Credentials that belong to the training itself (HF_TOKEN for a gated base model)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from backend.errors import LfopsError, TimedOut
 
@@ -29,6 +33,21 @@ SECRET_ENV_NAMES = frozenset({"PGPASSWORD", "KUBECONFIG"})
 _CREDENTIAL_NAME = re.compile(r"PASSW|SECRET|CREDENTIAL|(^|_)(TOKENS?|AUTH)(_|$)|(^|_)KEY$", re.IGNORECASE)
 # Waits for the command and records its exit code atomically (how a restarted app learns a detached run's outcome).
 _WRAPPER = '"$1" "$2" "$3"; code=$?; printf "%s\\n" "$code" > "$4.tmp" && mv "$4.tmp" "$4"'
+# The same, and before the command starts, a marker naming both processes (pid and start time in clock ticks since
+# boot, field 22 of /proc/PID/stat): the subshell writes it and then execs the command, so the trainer's pid is known
+# before the trainer runs, whoever dies afterwards. The wrapper survives SIGHUP/SIGINT/SIGTERM (a caught signal is reset
+# on exec: the trainer still gets them) so that only SIGKILL keeps it from recording the exit code.
+_MARKED_WRAPPER = """trap : HUP INT TERM
+ticks() { read -r s < "/proc/$1/stat" || return 1; p=${s%% *}; s=${s##*) }; set -- $s; t=${20}; }
+(
+  ticks $$ && wrapper_pid=$p wrapper_start=$t && ticks self &&
+  printf '{"run_id": "%s", "wrapper_pid": %s, "wrapper_start": %s, "trainer_pid": %s, "trainer_start": %s}\\n' \\
+    "$LFOPS_RUN_ID" "$wrapper_pid" "$wrapper_start" "$p" "$t" > "$5.tmp" && mv "$5.tmp" "$5" &&
+  exec "$1" "$2" "$3"
+)
+code=$?
+printf "%s\\n" "$code" > "$4.tmp" && mv "$4.tmp" "$4"
+"""
 _ERROR_RE = re.compile(r"\b\w*(Error|Exception|Interrupt)\b:?")
 
 
@@ -83,18 +102,22 @@ def start(
     cli: Path | None = None,
     env: Mapping[str, str] | None = None,
     exit_code_file: Path | None = None,
+    marker_file: Path | None = None,
     detached: bool = False,
 ) -> subprocess.Popen:
     """`llamafactory-cli <subcommand> <yaml_path>` in `cwd`, stdout and stderr appended to `log_path`.
 
     `env`: variables added to the scrubbed environment. `exit_code_file`: a wrapper shell writes the exit code there
-    when the command ends. `detached`: its own session and process group, so it survives the app and one killpg
-    reaches the whole tree.
+    when the command ends; with `marker_file` it also writes its own and the command's pid and start time there before
+    the command starts (read it with `read_marker`). `detached`: its own session and process group, so it survives the
+    app and one killpg reaches the whole tree.
     """
     argv = command(subcommand, yaml_path, cli)
     if not Path(argv[0]).exists():
         raise LfopsError(f"runner: {argv[0]} does not exist (is llamafactory installed in this environment?)")
-    if exit_code_file is not None:
+    if exit_code_file is not None and marker_file is not None:
+        argv = ["/bin/sh", "-c", _MARKED_WRAPPER, "lfops-run", *argv, str(exit_code_file), str(marker_file)]
+    elif exit_code_file is not None:
         argv = ["/bin/sh", "-c", _WRAPPER, "lfops-run", *argv, str(exit_code_file)]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -107,6 +130,48 @@ def start(
             start_new_session=detached,
             close_fds=True,
         )
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """One process for good: a pid is reused by the OS, a pid with its start time is not."""
+
+    pid: int
+    create_time: float  # seconds since the epoch, as psutil.Process.create_time() gives it
+
+    def alive(self) -> bool:
+        """The same process still exists and is not a zombie."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.5:
+                return False  # the same pid with another start time is another process
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What the wrapper wrote before it started the command: the run, the wrapper and the command (the trainer)."""
+
+    run_id: str
+    wrapper: ProcessId
+    trainer: ProcessId
+
+
+def read_marker(path: Path) -> Marker | None:
+    """The marker `start(..., marker_file=path)` wrote; None while there is none (or it is not one)."""
+    try:
+        data = json.loads(path.read_text())
+        tick = os.sysconf("SC_CLK_TCK")
+        boot = psutil.boot_time()  # psutil's create_time is boot time + start ticks / tick rate: the same number
+
+        def process(kind: str) -> ProcessId:
+            return ProcessId(int(data[f"{kind}_pid"]), boot + int(data[f"{kind}_start"]) / tick)
+
+        return Marker(str(data.get("run_id", "")), process("wrapper"), process("trainer"))
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run(

@@ -7,9 +7,18 @@ A run directory holds everything about one run, so the app can die and come back
       train.yaml      what `llamafactory-cli train` reads: the config without metadata, output_dir -> output/
       output/         LLaMA-Factory's output_dir (adapter, trainer_log.jsonl, all_results.json, trainer_state.json)
       train.log       stdout and stderr of the training process tree
-      process.json    pid and psutil create time of the process group leader (re-attach after a restart)
+      .submit.lock    held (flock) while a submit prepares the directory and starts the process
+      trainer.json    the marker: written by the wrapper shell BEFORE it execs the trainer (run id, the wrapper's and
+                      the trainer's pid and start time), so a launch that dies right after starting the process still
+                      leaves the trainer findable, and a trainer that outlives its wrapper is still followed
+      process.json    pid and psutil create time of the process group leader (the wrapper), written by the app after
+                      the start; with the command and working directory
       exit_code       written by the wrapper shell when training ends (how a restarted app learns the outcome)
       cancelled       written before a cancel signals the process group
+
+A run's outcome: the exit code when the wrapper wrote one; when the wrapper was killed (only SIGKILL does: it ignores
+the others) the run stays running while the trainer lives, and then succeeds if the training's results are complete
+(all_results.json with train_runtime, written by LLaMA-Factory after the model is saved), else it is lost.
 
 The child runs in its own session (backend.runners.lfprocess, detached): it survives the app. Cancel signals the whole
 process tree: the process group, the leader's descendants (torchrun starts its workers in groups of their own) and
@@ -42,11 +51,12 @@ from backend.errors import GitFailure, NotFound
 from backend.gitstore import GitStore
 from backend.redaction import redact_url
 from backend.runners import lfprocess
-from backend.runners.base import Runner, RunSpec, RunState, RunStatus
-from backend.runners.lfprocess import failure_reason, llamafactory_cli
+from backend.runners.base import Resources, Runner, RunSpec, RunState, RunStatus
+from backend.runners.lfprocess import ProcessId, failure_reason, llamafactory_cli, read_marker
 
 _ID_RE = re.compile(r"^run-\d{6,}$")
 _MARKER = "LFOPS_RUN_DIR"
+MARKER_FILE = "trainer.json"
 
 
 def external_id_for(run_id: int) -> str:
@@ -86,7 +96,7 @@ class LocalRunner(Runner):
         run_dir = self.run_dir(external_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         with _flocked(run_dir / ".submit.lock"):
-            if (run_dir / "process.json").exists():
+            if self._started(run_dir):
                 return external_id  # submitted before: never start a second process for one run
             checkout = run_dir / "checkout"
             if checkout.exists():  # a submit that died half-way: start the checkout again
@@ -117,6 +127,15 @@ class LocalRunner(Runner):
         leave the process group (torchrun's workers)."""
         return {"PYTHONUNBUFFERED": "1", "LFOPS_RUN_ID": str(spec.run_id), _MARKER: str(run_dir)}
 
+    def _started(self, run_dir: Path) -> bool:
+        """A process was started for this run directory (recorded by the app, marked by the wrapper, or still carrying
+        the run's marker in its environment before its wrapper wrote the file)."""
+        return (
+            (run_dir / "process.json").exists()
+            or read_marker(run_dir / MARKER_FILE) is not None
+            or bool(self._marked_processes(run_dir))
+        )
+
     def _start(self, spec: RunSpec, run_dir: Path, checkout: Path, yaml_path: Path) -> None:
         proc = lfprocess.start(
             "train",
@@ -126,8 +145,11 @@ class LocalRunner(Runner):
             cli=self.cli,
             env=self._env(spec, run_dir),
             exit_code_file=run_dir / "exit_code",
+            marker_file=run_dir / MARKER_FILE,
             detached=True,  # own session and process group: survives the app, killpg reaches all
         )
+        with self._lock:
+            self._children[external_id_for(spec.run_id)] = proc
         try:
             create_time = psutil.Process(proc.pid).create_time()
         except psutil.NoSuchProcess:  # ended already (e.g. the CLI crashed at once); the exit code tells the rest
@@ -139,9 +161,12 @@ class LocalRunner(Runner):
             "cwd": str(checkout),
             "started_at": datetime.now(UTC).isoformat(),
         }
-        _write_atomic(run_dir / "process.json", json.dumps(info, indent=1))
-        with self._lock:
-            self._children[external_id_for(spec.run_id)] = proc
+        try:
+            _write_atomic(run_dir / "process.json", json.dumps(info, indent=1))
+        except OSError:
+            # e.g. a full disk: a run that failed to start must not train on unseen
+            _kill_group(proc.pid)
+            raise
 
     # ---- preview and close --------------------------------------------------------------------------------------
 
@@ -179,11 +204,28 @@ class LocalRunner(Runner):
     # ---- status -------------------------------------------------------------------------------------------------
 
     def process_info(self, external_id: str) -> dict | None:
-        path = self.run_dir(external_id) / "process.json"
+        """The process group leader (the wrapper shell): as the app recorded it after the start, else as the wrapper's
+        marker names it (the app died before recording it); None when no process was started."""
+        run_dir = self.run_dir(external_id)
         try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
+            return json.loads((run_dir / "process.json").read_text())
+        except (FileNotFoundError, ValueError):
+            pass
+        marker = read_marker(run_dir / MARKER_FILE)
+        if marker is None:
             return None
+        return {"pid": marker.wrapper.pid, "create_time": marker.wrapper.create_time}
+
+    def trainer(self, external_id: str) -> ProcessId | None:
+        """The trainer process (llamafactory-cli) as the wrapper marked it before starting it."""
+        marker = read_marker(self.run_dir(external_id) / MARKER_FILE)
+        return marker.trainer if marker is not None else None
+
+    def find_submitted(self, run_id: int, resources: Resources) -> str | None:
+        """The run directory is made first by a submit: when it exists the submit reached this runner, and `status`
+        says what became of it (queued while a submit holds it, running while a process of it lives, else ended)."""
+        external_id = external_id_for(run_id)
+        return external_id if self.run_dir(external_id).is_dir() else None
 
     def _reap(self, external_id: str, wait_s: float = 0.0) -> None:
         with self._lock:
@@ -213,10 +255,31 @@ class LocalRunner(Runner):
             return RunStatus(RunState.LOST, f"run directory {run_dir} is missing", external_id)
         info = self.process_info(external_id)
         if info is None:
-            return RunStatus(RunState.QUEUED, "", external_id)
+            return self._not_started(external_id, run_dir)
         code = _read_exit_code(run_dir / "exit_code")
         # With the exit code written the wrapper is exiting: reap it now (no zombie, its CPU time accounted).
         self._reap(external_id, wait_s=2.0 if code is not None else 0.0)
+        if code is None:
+            trainer = self.trainer(external_id)
+            if _alive(info) or (trainer is not None and trainer.alive()):
+                return RunStatus(RunState.RUNNING, "", external_id)
+            code = _read_exit_code(run_dir / "exit_code")  # written between the two looks, as the wrapper ended
+        return self._ended(external_id, run_dir, info, code)
+
+    def _not_started(self, external_id: str, run_dir: Path) -> RunStatus:
+        """No process recorded or marked: a submit is under way, the wrapper is about to write its marker, or the
+        launch died before it started anything."""
+        if _locked(run_dir / ".submit.lock") or self._marked_processes(run_dir):
+            return RunStatus(RunState.QUEUED, "", external_id)
+        if self.process_info(external_id) is not None:  # the wrapper wrote its marker meanwhile
+            return self.status(external_id)
+        return RunStatus(
+            RunState.LOST,
+            f"the launch stopped before the trainer started (no process was started in {run_dir})",
+            external_id,
+        )
+
+    def _ended(self, external_id: str, run_dir: Path, info: dict, code: int | None) -> RunStatus:
         cancelled = _read_text(run_dir / "cancelled")
         if code == 0:
             return RunStatus(RunState.SUCCEEDED, "", external_id)
@@ -224,10 +287,16 @@ class LocalRunner(Runner):
             if cancelled is not None:
                 return RunStatus(RunState.CANCELLED, cancelled, external_id)
             return RunStatus(RunState.FAILED, failure_reason(run_dir / "train.log", code), external_id)
-        if _alive(info):
-            return RunStatus(RunState.RUNNING, "", external_id)
         if cancelled is not None:
             return RunStatus(RunState.CANCELLED, cancelled, external_id)
+        trainer = self.trainer(external_id)
+        if trainer is not None and training_completed(run_dir / "output"):
+            return RunStatus(
+                RunState.SUCCEEDED,
+                f"trainer {trainer.pid} ended after its wrapper {info['pid']} was killed (no exit code); "
+                "its results are complete",
+                external_id,
+            )
         return RunStatus(
             RunState.LOST,
             f"process {info['pid']} ended without an exit code (killed from outside or the machine restarted)",
@@ -302,38 +371,66 @@ class LocalRunner(Runner):
         groups of their own) and anything else that carries the run's marker in its environment."""
         info = self.process_info(external_id)
         found: dict[int, psutil.Process] = {}
-        if info is not None and _alive(info):
-            leader = psutil.Process(int(info["pid"]))
+        leaders = [ProcessId(int(info["pid"]), float(info["create_time"]))] if info is not None else []
+        trainer = self.trainer(external_id)  # outlives the wrapper when only the wrapper was killed
+        leaders += [trainer] if trainer is not None else []
+        for leader_id in leaders:
+            if not leader_id.alive():
+                continue
+            leader = psutil.Process(leader_id.pid)
             found[leader.pid] = leader
             try:
                 found.update({p.pid: p for p in leader.children(recursive=True)})
             except psutil.NoSuchProcess:
                 pass
             found.update({p.pid: p for p in map(_process, group_members(leader.pid)) if p is not None})
-        marker = str(self.run_dir(external_id))
+        found.update({p.pid: p for p in self._marked_processes(self.run_dir(external_id)) if p.pid not in found})
+        return [p for p in found.values() if _live(p)]
+
+    @staticmethod
+    def _marked_processes(run_dir: Path) -> list[psutil.Process]:
+        """Live processes carrying the run's marker in their environment (set at exec, before any of their code)."""
+        marker = str(run_dir)
+        found = []
         for proc in psutil.process_iter(["pid"]):
-            if proc.pid in found or proc.pid == os.getpid():
+            if proc.pid == os.getpid():
                 continue
             try:
-                if proc.environ().get(_MARKER) == marker:
-                    found[proc.pid] = proc
+                if proc.environ().get(_MARKER) == marker and _live(proc):
+                    found.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
                 continue
-        return [p for p in found.values() if _live(p)]
+        return found
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
 
 
 def _alive(info: dict) -> bool:
+    """The recorded process (same pid and same start time, not a zombie) still exists."""
     try:
-        proc = psutil.Process(int(info["pid"]))
-        # A pid is reused by the OS: the same pid with another start time is another process.
-        if abs(proc.create_time() - float(info["create_time"])) > 0.5:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+        return ProcessId(int(info["pid"]), float(info["create_time"])).alive()
+    except (KeyError, ValueError, TypeError):
         return False
+
+
+def training_completed(out: Path) -> bool:
+    """LLaMA-Factory wrote its train summary (after saving the model): the training itself ended well."""
+    for name in ("all_results.json", "train_results.json"):
+        try:
+            data = json.loads((out / name).read_text())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            continue
+        if isinstance(data, dict) and "train_runtime" in data:
+            return True
+    return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _process(pid: int) -> psutil.Process | None:
@@ -383,6 +480,20 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _locked(path: Path) -> bool:
+    """Another open file description holds the flock on `path` (a submit is under way in some process)."""
+    try:
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
 
 
 @contextmanager

@@ -11,13 +11,13 @@ from backend.runs.launching import Launcher
 from backend.runs.monitor import RunMonitor
 from backend.runs.policy import LaunchPolicy, LaunchTarget
 from backend.runs.queries import RunQueries, RunView, commit_filter, custom_plans, run_views, runs_query
+from backend.runs.repair import RunRepair
 from backend.runs.runner_set import RUNNERS, RunnerSet, make_runner
-from backend.runs.tracking import ACTIVE, FULL_PASS_S, REGISTER_CATCH_UP, SUBMIT_GRACE, Progress, Tracker
+from backend.runs.tracking import ACTIVE, FULL_PASS_S, SUBMIT_GRACE, Progress, Tracker
 
 __all__ = [
     "ACTIVE",
     "FULL_PASS_S",
-    "REGISTER_CATCH_UP",
     "RUNNERS",
     "SUBMIT_GRACE",
     "LaunchPolicy",
@@ -26,6 +26,7 @@ __all__ = [
     "Progress",
     "RunMonitor",
     "RunQueries",
+    "RunRepair",
     "RunView",
     "RunnerSet",
     "Runs",

@@ -5,7 +5,8 @@ launching   Launcher: launch, preview, reproduce
 tracking    Tracker: advance runs from their runners, finish, register, wait, cancel
 queries     RunQueries: get, list, metrics, logs
 runner_set  RunnerSet: the default runner and the others, made on first use
-monitor     RunMonitor: the background thread that advances runs
+repair      RunRepair: the runs' invariants checked against the runners, and repaired (backend.reconcile's run side)
+monitor     RunMonitor: the background thread that advances runs, and repairs them at start and periodically
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from backend.runs.launching import Launcher
 from backend.runs.monitor import RunMonitor
 from backend.runs.policy import LaunchPolicy
 from backend.runs.queries import RunQueries
+from backend.runs.repair import RunRepair
 from backend.runs.runner_set import RunnerSet
 from backend.runs.tracking import Tracker
 from backend.store import Store
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 class Runs:
     """The verbs on runs, each served by the part that owns it (bound in __init__, so a verb's signature and its
     documentation live in one place: resolve/refusal in LaunchPolicy, launch/preview/reproduce in Launcher,
-    advance/advance_run/wait/cancel in Tracker, get/list/metrics/logs in RunQueries)."""
+    advance/advance_run/wait/cancel in Tracker, get/list/metrics/logs in RunQueries, reconcile in RunRepair)."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class Runs:
         self.queries = RunQueries(store, self.runners)
         self.tracker = Tracker(store, self.runners, self.queries, registry)
         self.launcher = Launcher(store, repo, self.policy, self.runners, self.tracker, self.queries, registry)
+        self.repair = RunRepair(store, self.runners, self.tracker, registry)
         self._monitor: RunMonitor | None = None
         self._monitor_lock = threading.Lock()
 
@@ -65,6 +68,7 @@ class Runs:
         self.list = self.queries.list
         self.metrics = self.queries.metrics
         self.logs = self.queries.logs
+        self.reconcile = self.repair.check
 
     @property
     def runner(self) -> Runner:
@@ -76,10 +80,11 @@ class Runs:
         return self.runners.get(backend)
 
     def start_monitor(self, interval: float = 1.0) -> RunMonitor:
-        """The background thread that advances runs (one per Runs; starting it twice returns the same one)."""
+        """The background thread that advances runs and repairs them at start and periodically (one per Runs;
+        starting it twice returns the same one)."""
         with self._monitor_lock:
             if self._monitor is None or not self._monitor.alive:
-                self._monitor = RunMonitor(self.tracker, interval)
+                self._monitor = RunMonitor(self.tracker, interval, reconciler=self.repair)
                 self._monitor.start()
             return self._monitor
 

@@ -1,5 +1,11 @@
 """Launching runs: check the policy, record the run (queued) and hand it to its runner; preview what a launch would do;
-reproduce the run that trained a registered model. Refusals change nothing."""
+reproduce the run that trained a registered model. Refusals change nothing.
+
+A launch is several steps (record the run, submit it, record the runner's id) and may die between any two: the run
+records which process launched it, and the runner finds a submitted run by its run id, so the tracker can tell a
+launch under way from a dead one and follow whatever it started (backend.runs.tracking.Tracker.unrecorded). Launches
+of the same target at the same moment each make their own run.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from backend import audit
 from backend import config as cfgmod
@@ -14,11 +21,12 @@ from backend.auth import Actor, require
 from backend.config_rows import record_config
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied
 from backend.gitstore import GitStore
-from backend.runners.base import Resources, RunSpec, RunState
+from backend.runners.base import Resources, Runner, RunSpec, RunState
+from backend.runs.launchers import this_process
 from backend.runs.policy import LaunchPolicy, LaunchTarget
 from backend.runs.queries import RunQueries, RunView
 from backend.runs.runner_set import RunnerSet
-from backend.runs.tracking import Tracker
+from backend.runs.tracking import Tracker, resources_of
 from backend.store import Store
 from backend.store.models import Run
 
@@ -76,6 +84,51 @@ class Launcher:
         config, dataset_version = self._validated_config(resolved)
         resources = resources or Resources()
         runner = self.runners.for_resources(resources)
+        for attempt in range(2):
+            try:
+                run_id, labels = self._record(
+                    actor, resolved, config, dataset_version, runner, resources, refusal, override, reproduces_run_id
+                )
+                break
+            except IntegrityError:
+                # another launch of the same commit recorded its config row at the same moment: it is there now
+                if attempt:
+                    raise
+        spec = RunSpec(
+            run_id=run_id,
+            repo_url=self.repo.remote_url,
+            commit=resolved.commit,
+            config_path=resolved.config_path,
+            training_yaml=config.training_yaml(),
+            resources=resources,
+            labels=labels,
+        )
+        try:
+            external_id = runner.submit(spec)
+        except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the run must not stay queued
+            reason = f"could not start: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            self.tracker.finish(run_id, RunState.FAILED, reason, None)
+            raise LfopsError(f"run #{run_id} {reason}") from exc
+        with self.store.session() as s:
+            run = s.get(Run, run_id)
+            run.external_id = external_id
+            run.run_dir = runner.output_dir(external_id)
+        self.tracker.advance_run(run_id)
+        return self.queries.get(actor, run_id)
+
+    def _record(
+        self,
+        actor: Actor,
+        resolved: LaunchTarget,
+        config: cfgmod.TrainConfig,
+        dataset_version: str,
+        runner: Runner,
+        resources: Resources,
+        refusal: str | None,
+        override: str,
+        reproduces_run_id: int | None,
+    ) -> tuple[int, dict[str, str]]:
+        """The run row (queued) and its launch event with the launching process, in one transaction."""
         with self.store.session() as s:
             # recorded at merge; for an overridden commit nobody merged, recorded here: what it trains
             cfg_row = record_config(
@@ -104,35 +157,15 @@ class Launcher:
                 override_reason=override if refusal else "",
                 refusal_overridden=refusal or "",
                 reproduces_run=reproduces_run_id,
+                launcher=this_process(),  # a run left without its runner id is judged by whether this still lives
             )
-            run_id = run.id
             labels = {
                 "config_hash": cfg_row.config_hash,
                 "dataset_version": cfg_row.dataset_version,
                 "change_request": str(resolved.change_request_id or ""),
                 "submitted_by": actor.name,
             }
-        spec = RunSpec(
-            run_id=run_id,
-            repo_url=self.repo.remote_url,
-            commit=resolved.commit,
-            config_path=resolved.config_path,
-            training_yaml=config.training_yaml(),
-            resources=resources,
-            labels=labels,
-        )
-        try:
-            external_id = runner.submit(spec)
-        except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the run must not stay queued
-            reason = f"could not start: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-            self.tracker.finish(run_id, RunState.FAILED, reason, None)
-            raise LfopsError(f"run #{run_id} {reason}") from exc
-        with self.store.session() as s:
-            run = s.get(Run, run_id)
-            run.external_id = external_id
-            run.run_dir = runner.output_dir(external_id)
-        self.tracker.advance_run(run_id)
-        return self.queries.get(actor, run_id)
+            return run.id, labels
 
     def preview(
         self,
@@ -187,12 +220,11 @@ class Launcher:
         now = cfgmod.TrainConfig.parse(raw, path).base_model_revision()
         if revision and now != revision:
             raise Conflict(f"base model changed since run #{original_id}: revision {revision} then, {now} now")
-        known = {f.name for f in dataclasses.fields(Resources)}
         return self.launch(
             actor,
             commit,
             config_path=path,
             override_reason=override_reason,
-            resources=Resources(**{k: v for k, v in (resources or {}).items() if k in known}),
+            resources=resources_of(resources),
             reproduces_run_id=original_id,
         )

@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from backend.runs.runner_set import RunnerSet
 
 COMMIT_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
+# Run ids are the database's integer keys, 32 bits on PostgreSQL: a number outside them names no run, and must not
+# reach the driver (SQLite and psycopg raise on it instead of finding nothing). The same bound on both databases.
+MAX_ID = 2**31 - 1
+
+
+def id_in_range(value: int) -> bool:
+    """Whether `value` can be a row id at all (1 .. MAX_ID); anything else names nothing."""
+    return isinstance(value, int) and 1 <= value <= MAX_ID
 
 
 # Not frozen: a lineage answer builds a thousand of these, and a frozen dataclass initialises 6x slower.
@@ -186,7 +194,7 @@ def commit_filter(column: Any, prefix: str) -> Any:
 
 def run_row(s: Session, run_id: int) -> Run:
     """The run's ORM row, or NotFound."""
-    run = s.get(Run, run_id)
+    run = s.get(Run, run_id) if id_in_range(run_id) else None
     if run is None:
         raise NotFound(f"run #{run_id} does not exist")
     return run
@@ -201,6 +209,8 @@ class RunQueries:
 
     def get(self, actor: Actor, run_id: int) -> RunView:
         require(actor, "read")
+        if not id_in_range(run_id):
+            raise NotFound(f"run #{run_id} does not exist")
         with self.store.session() as s:
             views = run_views(s, runs_query().where(Run.id == run_id))
         if not views:
@@ -239,6 +249,8 @@ class RunQueries:
         if submitted_by:
             q = q.where(User.name == submitted_by)
         if change_request is not None:
+            if not id_in_range(change_request):
+                return []  # no change request has that number
             q = q.where(Config.change_request_id == change_request)
         with self.store.session() as s:
             custom_plans(s)

@@ -3,13 +3,22 @@ reason, from what the runner reports; metrics ingested on the way; a succeeded r
 
 `advance()` moves every unfinished run forward (the RunMonitor calls it every second); `wait` and `cancel` are the
 user's verbs on one run.
+
+A run without its runner id (the launching process died between starting the run and recording the id) is looked up
+at its runner by its run id (`Runner.find_submitted`: for the local runner the run directory and the wrapper's marker)
+and followed from there; when nothing of it reached the runner and its launching process is gone, it is lost. A
+succeeded run is registered once, whichever process gets there first (a lock per run in the registry).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +28,10 @@ from sqlalchemy import select, update
 
 from backend import audit
 from backend.auth import Actor, require
-from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, TimedOut
-from backend.runners.base import RunState
+from backend.errors import Conflict, LfopsError, PermissionDenied, TimedOut
+from backend.runners.base import Resources, RunState
 from backend.runs.ingest import final_metrics, ingest_log, ingest_state
+from backend.runs.launchers import launcher_of
 from backend.runs.queries import RunQueries, RunView, aware, run_row
 from backend.runs.runner_set import RunnerSet
 from backend.store import Store
@@ -33,12 +43,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIVE = (RunState.QUEUED.value, RunState.PENDING.value, RunState.RUNNING.value)
-# A run row without a runner id this long after launch was never submitted (the app died while launching).
+# A run row without a runner id this long after launch was never submitted (the app died while launching), when
+# neither its runner nor its launching process can tell sooner.
 SUBMIT_GRACE = timedelta(minutes=5)
 # Tracker.wait's full tracking pass (database, metrics) at most this often; the runner's status in between.
 FULL_PASS_S = 1.0
-# A succeeded run still without a model version this long after it ended missed its registration.
-REGISTER_CATCH_UP = timedelta(minutes=1)
+# The reason a succeeded run carries when its registration failed (the periodic passes do not retry those).
+REGISTRATION_FAILED = "model registration failed"
+
+
+def resources_of(record: dict[str, Any] | None) -> Resources:
+    """A run row's resources (JSON) as Resources, ignoring fields an older lfops wrote."""
+    known = {f.name for f in dataclasses.fields(Resources)}
+    return Resources(**{k: v for k, v in (record or {}).items() if k in known})
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """What became of a run without its runner id: its submit reached the runner (`external_id`), or nothing did and
+    its launch is over (`lost_reason`), or neither (its launch is still under way)."""
+
+    external_id: str = ""
+    lost_reason: str = ""
 
 
 @dataclass
@@ -74,18 +100,18 @@ class Tracker:
     def advance_run(self, run_id: int) -> Progress:
         progress = Progress()
         with self.store.session() as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                raise NotFound(f"run #{run_id} does not exist")
-            status, external_id, created_at, backend = run.status, run.external_id, run.created_at, run.backend
+            run = run_row(s, run_id)
+            status, external_id, backend = run.status, run.external_id, run.backend
         if status not in ACTIVE:
             return progress
         if not external_id:
-            if utcnow() - aware(created_at) > SUBMIT_GRACE:
-                progress.changed = self.finish(
-                    run_id, RunState.LOST, "never reached the runner (lfops stopped while launching)", None
-                )
-            return progress
+            found = self.unrecorded(run_id)
+            if found.lost_reason:
+                progress.changed = self.finish(run_id, RunState.LOST, found.lost_reason, None)
+            if not found.external_id:
+                return progress
+            self.record_submitted(run_id, backend, found.external_id)
+            external_id = found.external_id
         runner = self.runners.get(backend)
         state = runner.status(external_id)
         out = runner.output_dir(external_id)
@@ -107,6 +133,43 @@ class Tracker:
                     audit.record(s, "lfops", f"run.{state.state.value}", f"run:{run_id}", reason=state.reason)
             progress.changed = bool(n)
         return progress
+
+    def unrecorded(self, run_id: int) -> Unrecorded:
+        """Look a run without its runner id up at its runner: found, lost, or still being launched.
+
+        The launching process is asked first: while it lives, its launch records the id itself (unless it is overdue:
+        that launch broke off and the process lives on, e.g. the WebUI); once it is known to be gone, nothing can reach
+        the runner any more, so the runner's answer that follows is final."""
+        with self.store.session() as s:
+            run = run_row(s, run_id)
+            backend, resources, created_at = run.backend, run.resources, run.created_at
+            launcher = launcher_of(s, run_id)
+        overdue = utcnow() - aware(created_at) > SUBMIT_GRACE
+        if launcher is not None and not overdue and launcher.under_way():
+            return Unrecorded()
+        launch_ended = launcher is not None and launcher.ended()
+        try:
+            found = self.runners.get(backend).find_submitted(run_id, resources_of(resources))
+        except NotImplementedError:  # this backend cannot look a run up: only time tells
+            found, launch_ended = None, False
+        if found:
+            return Unrecorded(external_id=found)
+        if launch_ended:
+            return Unrecorded(lost_reason=f"never reached the runner (its launch by {launcher} ended before)")
+        if overdue:
+            return Unrecorded(lost_reason="never reached the runner (lfops stopped while launching)")
+        return Unrecorded()
+
+    def record_submitted(self, run_id: int, backend: str, external_id: str) -> bool:
+        """Record the runner id a lookup found (once: the launch itself may record it at the same moment)."""
+        out = self.runners.get(backend).output_dir(external_id)
+        with self.store.session() as s:
+            n = s.execute(
+                update(Run).where(Run.id == run_id, Run.external_id == "").values(external_id=external_id, run_dir=out)
+            ).rowcount
+            if n:
+                audit.record(s, "lfops", "run.found", f"run:{run_id}", external_id=external_id)
+        return bool(n)
 
     def finish(self, run_id: int, state: RunState, reason: str, out: Path | None) -> bool:
         """Move a run to a final state exactly once (another monitor may be racing us) with its final metrics."""
@@ -133,37 +196,45 @@ class Tracker:
             self.register(run_id)
         return True
 
-    def register(self, run_id: int) -> None:
+    def register(self, run_id: int, wait: bool = True) -> bool:
+        """Register a succeeded run as a model version, once whichever process gets there first: a lock per run
+        (released when its holder dies) makes the others wait, then find the version registered. Without `wait`, a
+        registration under way elsewhere is left to finish. False when nothing was attempted."""
         if self.registry is None:
-            return
-        try:
-            self.registry.register_run(run_id)
-        except LfopsError as exc:
-            with self.store.session() as s:
-                run = s.get(Run, run_id)
-                run.reason = f"model registration failed: {exc}"
-                audit.record(s, "lfops", "registry.register_failed", f"run:{run_id}", error=str(exc))
+            return False
+        with _registration_lock(self.registry.root, run_id, wait) as held:
+            if not held:
+                return False
+            try:
+                self.registry.register_run(run_id)
+            except LfopsError as exc:
+                with self.store.session() as s:
+                    run = s.get(Run, run_id)
+                    run.reason = f"{REGISTRATION_FAILED}: {exc}"
+                    audit.record(s, "lfops", "registry.register_failed", f"run:{run_id}", error=str(exc))
+        return True
+
+    def unregistered(self, retry_failed: bool = False, limit: int = 20) -> list[int]:
+        """Succeeded runs without their model version (the app stopped between the end and the registration);
+        those whose registration failed only with `retry_failed`."""
+        if self.registry is None:
+            return []
+        query = (
+            select(Run.id)
+            .outerjoin(ModelVersion, ModelVersion.run_id == Run.id)
+            .where(Run.status == RunState.SUCCEEDED.value, ModelVersion.id.is_(None))
+            .order_by(Run.id)
+            .limit(limit)
+        )
+        if not retry_failed:
+            query = query.where(Run.reason.not_like(f"{REGISTRATION_FAILED}%"))
+        with self.store.session() as s:
+            return list(s.scalars(query))
 
     def register_missed(self) -> None:
-        """Succeeded runs whose registration never happened (the app stopped right after the run ended)."""
-        if self.registry is None:
-            return
-        with self.store.session() as s:
-            missed = list(
-                s.scalars(
-                    select(Run.id)
-                    .outerjoin(ModelVersion, ModelVersion.run_id == Run.id)
-                    .where(
-                        Run.status == RunState.SUCCEEDED.value,
-                        ModelVersion.id.is_(None),
-                        Run.reason == "",
-                        Run.finished_at < utcnow() - REGISTER_CATCH_UP,  # younger ones are being registered now
-                    )
-                    .limit(20)
-                )
-            )
-        for run_id in missed:
-            self.register(run_id)
+        """Register what `unregistered` finds, leaving the ones another process is registering right now to it."""
+        for run_id in self.unregistered():
+            self.register(run_id, wait=False)
 
     def wait(self, actor: Actor, run_id: int, timeout: float | None = None, poll: float = 0.5) -> RunView:
         """Until the run ends. Between full tracking passes (database, metrics; once a second) only the runner's
@@ -207,3 +278,20 @@ class Tracker:
         if not external_id:
             self.finish(run_id, RunState.CANCELLED, reason, None)
         return self.queries.get(actor, run_id)
+
+
+@contextmanager
+def _registration_lock(root: Path, run_id: int, wait: bool) -> Iterator[bool]:
+    """An flock per run next to the registry's versions; yields False when not `wait` and another process holds it."""
+    path = Path(root) / ".locks" / f"run-{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

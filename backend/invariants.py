@@ -1,4 +1,4 @@
-"""What a reconcile pass reports: one finding per inconsistency between Git, the cluster/processes and the database."""
+"""What a reconcile pass reports: one finding per broken invariant between Git, processes or Jobs, and the database."""
 
 from __future__ import annotations
 
