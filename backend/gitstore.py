@@ -7,7 +7,6 @@ rejected push leaves the remote as it was.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
@@ -27,6 +26,7 @@ from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
 from backend.errors import Conflict, GitFailure, LfopsError
+from backend.filelock import file_lock
 from backend.redaction import redact
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -173,12 +173,8 @@ class GitStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise ref updates of the mirror across threads and processes (objects need no lock)."""
-        with self._thread_lock, open(self._lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with self._thread_lock, file_lock(self._lock_path):
+            yield
 
     def objects(self) -> git.Repo:
         """This thread's GitPython view of the mirror; its `cat-file --batch` process lives as long as the thread."""

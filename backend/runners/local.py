@@ -28,7 +28,6 @@ environment without the app's secrets; the app's working directory is never chan
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -48,6 +47,7 @@ import yaml
 from backend import yamlio
 from backend.config import METADATA_KEY
 from backend.errors import GitFailure, NotFound
+from backend.filelock import file_lock, is_locked
 from backend.gitstore import GitStore
 from backend.redaction import redact_url
 from backend.runners import lfprocess
@@ -483,24 +483,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _locked(path: Path) -> bool:
-    """Another open file description holds the flock on `path` (a submit is under way in some process)."""
-    try:
-        with open(path, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
-    except FileNotFoundError:
-        return False
+    """Another process holds the flock on `path` (a submit is under way in some process)."""
+    return is_locked(path)
 
 
 @contextmanager
 def _flocked(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield

@@ -13,7 +13,6 @@ succeeded run is registered once, whichever process gets there first (a lock per
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from sqlalchemy import select, update
 from backend import audit
 from backend.auth import Actor, require
 from backend.errors import Conflict, LfopsError, PermissionDenied, TimedOut
+from backend.filelock import file_lock
 from backend.runners.base import Resources, RunState
 from backend.runs.ingest import final_metrics, ingest_log, ingest_state
 from backend.runs.launchers import launcher_of
@@ -283,15 +283,5 @@ class Tracker:
 @contextmanager
 def _registration_lock(root: Path, run_id: int, wait: bool) -> Iterator[bool]:
     """An flock per run next to the registry's versions; yields False when not `wait` and another process holds it."""
-    path = Path(root) / ".locks" / f"run-{run_id}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(root) / ".locks" / f"run-{run_id}.lock", wait) as acquired:
+        yield acquired

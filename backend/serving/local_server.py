@@ -26,7 +26,6 @@ with back-off (1, 2, 4 ... 60 s). Start, stop, rollout and the supervisor hold t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -45,6 +44,7 @@ import httpx
 
 from backend import yamlio
 from backend.errors import Conflict, LfopsError, NotFound, TimedOut
+from backend.filelock import file_lock
 from backend.runners.lfprocess import child_env, llamafactory_cli
 from backend.serving.gateway import Upstream, write_upstream_file
 from backend.serving.httpserver import bind_socket, free_port
@@ -189,17 +189,8 @@ class LocalDeployment:
 
     @contextlib.contextmanager
     def _locked(self, wait: bool = True) -> Iterator[bool]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.dir / ".lock", wait) as acquired:
+            yield acquired
 
     # ---- start --------------------------------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend import redaction
 from backend.errors import StoreUnavailable
+from backend.filelock import file_lock
 from backend.store import models
 
 __all__ = ["Store", "models", "redact_url"]
@@ -168,12 +168,8 @@ class Store:
             yield
             return
         lock_path = Path(database).with_name(Path(database).name + ".upgrade-lock")
-        with open(lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(lock_path):
+            yield
 
     @contextmanager
     def session(self) -> Iterator[Session]:
