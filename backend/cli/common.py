@@ -52,5 +52,29 @@ def workspace_and_actor(args: argparse.Namespace) -> tuple[Workspace, Actor]:
     return ws, actor(args, ws)
 
 
+def _page_number(field: str) -> Callable[[str], int]:
+    """An argparse type for --limit / --offset, bounded as every list is (backend.paging)."""
+
+    def parse(text: str) -> int:
+        from backend.paging import MAX_LIMIT, MAX_OFFSET
+
+        low, high = (1, MAX_LIMIT) if field == "limit" else (0, MAX_OFFSET)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def page_arguments(parser: argparse.ArgumentParser, default_limit: int = 50) -> None:
+    """--limit and --offset: which page of a list to print (newest first)."""
+    parser.add_argument("--limit", type=_page_number("limit"), default=default_limit, help="rows per page (1-200)")
+    parser.add_argument("--offset", type=_page_number("offset"), default=0, help="rows to skip (default 0)")
+
+
 def fmt_loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
