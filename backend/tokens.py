@@ -56,7 +56,7 @@ class TokenView:
     def state(self) -> str:
         if self.revoked_at is not None:
             return "revoked"
-        return "expired" if aware(self.expires_at) <= utcnow() else "active"
+        return "expired" if self.expires_at <= utcnow() else "active"
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ def _view(row: ApiToken) -> TokenView:
         key_id=row.key_id,
         owner=row.user.name,
         scope=row.scope,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        revoked_at=row.revoked_at,
+        created_at=aware(row.created_at),
+        expires_at=aware(row.expires_at),
+        last_used_at=aware(row.last_used_at) if row.last_used_at else None,
+        revoked_at=aware(row.revoked_at) if row.revoked_at else None,
         revoked_by=row.revoked_by,
     )
 
