@@ -130,8 +130,8 @@ class Tokens:
     def list(self, actor: Actor, everyone: bool = False, limit: int = MAX_LIMIT, offset: int = 0) -> list[TokenView]:
         """`actor`'s own tokens, newest first; an admin may list everyone's."""
         require(actor, "read")
-        if everyone:
-            require(actor, "user.manage")
+        if everyone and not actor.role_allows("user.manage"):  # reading: a read token of an admin's will do
+            raise PermissionDenied(f"{actor.name} ({actor.role}) may not list everyone's tokens")
         q = select(ApiToken).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id.desc())
         if not everyone:
             q = q.where(ApiToken.user_id == actor.id)

@@ -149,8 +149,10 @@ def test_lists_show_one_s_own_tokens_and_admins_everyone_s(env):
     assert [v.name for v in tokens.list(env.actor("alice"))] == ["a3", "a2", "a1"]
     assert [v.name for v in tokens.list(env.actor("alice"), limit=2, offset=1)] == ["a2", "a1"]
     assert [v.name for v in tokens.list(env.actor("admin"), everyone=True)] == ["r1", "a3", "a2", "a1"]
-    with pytest.raises(PermissionDenied, match="may not manage users"):
+    with pytest.raises(PermissionDenied, match=r"alice \(analyst\) may not list everyone's tokens"):
         tokens.list(env.actor("alice"), everyone=True)
+    admin_read = tokens.authenticate(tokens.create(env.actor("admin"), "ro").token)
+    assert len(tokens.list(admin_read, everyone=True)) == 5
 
 
 def test_the_migration_makes_the_api_tokens_table_the_model_describes(env):

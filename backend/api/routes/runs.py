@@ -16,6 +16,7 @@ from backend.runners.base import Resources, RunState
 from backend.workspace import Workspace
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+LAUNCH_FIELDS = {"gpus_per_node": "gpus_per_node", "nodes": "nodes", "profile": "profile"}
 
 
 @router.get("", summary="Runs, newest first, filtered by indexed columns")
@@ -52,7 +53,12 @@ def list_runs(
 
 @router.post("", status_code=201, summary="Launch a merged, approved config (admins: any commit with a reason)")
 def launch(body: LaunchIn, ws: Workspace = Depends(workspace), actor: Actor = Depends(writer)) -> RunOut:
-    resources = Resources.from_user(gpus_per_node=body.gpus_per_node, nodes=body.nodes, profile=body.profile)
+    resources = Resources.from_user(
+        gpus_per_node=body.gpus_per_node,
+        nodes=body.nodes,
+        profile=body.profile,
+        names=LAUNCH_FIELDS,  # problems named as this body names them
+    )
     view = ws.runs.launch(
         actor, body.target, config_path=body.config, override_reason=body.override_reason, resources=resources
     )
