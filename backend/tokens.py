@@ -16,7 +16,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import joinedload
 
 from backend import audit
 from backend.auth import READ, SCOPES, WRITE, Actor, require
@@ -30,6 +31,7 @@ _TOKEN_RE = re.compile(r"^lfops_(?P<key>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{4
 _KEY_RE = re.compile(r"^lfops_(?P<key>[0-9a-f]{12})_")
 DEFAULT_DAYS = 30
 MAX_DAYS = 365
+_BY_KEY = select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.key_id == bindparam("key_id"))
 # `last_used_at` is written at most this often per token: a write per request would serialise readers on SQLite.
 _TOUCH_EVERY = timedelta(minutes=1)
 
@@ -163,7 +165,8 @@ class Tokens:
             raise self._refused(f"token:{key.group('key')}" if key else "token:-", "malformed token", where)
         key_id = match.group("key")
         with self.store.session() as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.key_id == key_id))
+            # the token with its user in one query (this runs on every API request)
+            row = s.scalar(_BY_KEY, {"key_id": key_id})
             reason = _refusal(row, token)
             if reason is None:
                 user = row.user

@@ -37,6 +37,7 @@ ROUTES = {
     ("post", "/runs"),
     ("get", "/runs/{run_id}"),
     ("get", "/runs/{run_id}/metrics"),
+    ("get", "/runs/{run_id}/model"),
     ("get", "/runs/{run_id}/logs"),
     ("post", "/runs/{run_id}/cancel"),
     ("get", "/models"),
@@ -410,6 +411,8 @@ def test_runs_registry_and_lineage_over_the_api(api):
     assert shown["model"]["ref"] == "api-sft:v1" and shown["manifest"]["run"]["id"] == run["id"]
     assert shown["manifest"]["approvers"] == ["rita <rita@lfops.local>"] and shown["manifest"]["files"]
     assert api.ok(api.get("/models/api-sft/verify"))["ok"] is True
+    assert api.ok(api.get(f"/runs/{run['id']}/model"))["ref"] == "api-sft:v1"
+    assert api.ok(api.get(f"/runs/{second['id']}/model")) is None
     assert api.get("/models/nothing:v9").status_code == 404
     lineage = api.ok(api.get("/lineage/models/api-sft:v1"))
     assert lineage["run"]["id"] == run["id"] and lineage["approvers"] == ["rita"]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from backend.api.routes.paging import PageParams, page_params
-from backend.api.schemas import LaunchIn, MetricsOut, Page, RunOut
+from backend.api.schemas import LaunchIn, MetricsOut, ModelVersionOut, Page, RunOut
 from backend.api.security import reader, workspace, writer
 from backend.auth import Actor
 from backend.paging import Page as Pager
@@ -68,6 +68,15 @@ def launch(body: LaunchIn, ws: Workspace = Depends(workspace), actor: Actor = De
 @router.get("/{run_id}", summary="One run")
 def show_run(run_id: int, ws: Workspace = Depends(workspace), actor: Actor = Depends(reader)) -> RunOut:
     return RunOut.model_validate(ws.runs.get(actor, run_id))
+
+
+@router.get("/{run_id}/model", summary="The model version the run registered (null: none)")
+def run_model(
+    run_id: int, ws: Workspace = Depends(workspace), actor: Actor = Depends(reader)
+) -> ModelVersionOut | None:
+    ws.runs.get(actor, run_id)  # may the caller read it, does it exist
+    model = ws.registry.for_run(run_id)
+    return ModelVersionOut.model_validate(model) if model is not None else None
 
 
 @router.get("/{run_id}/metrics", summary="Curves of one run")
