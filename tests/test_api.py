@@ -429,3 +429,27 @@ def test_runs_registry_and_lineage_over_the_api(api):
     assert run["id"] in {r["id"] for r in from_data["runs"]}
     bad = api.get("/lineage/datasets/md5:abc")
     assert bad.status_code == 400 and bad.json()["message"].startswith("dataset version: 'md5:abc' must be sha256:")
+
+
+def test_the_api_and_tokens_on_sqlite_and_postgresql(any_db_env):
+    env = any_db_env
+    app = create_app(env.ws)
+    read = env.ws.tokens.create(env.actor("alice"), "r").token
+    write = env.ws.tokens.create(env.actor("alice"), "w", scope="write").token
+    expired = env.ws.tokens.create(env.actor("alice"), "old")
+    with env.ws.store.session() as s:
+        s.execute(update(ApiToken).where(ApiToken.id == expired.view.id).values(expires_at=utcnow() - timedelta(1)))
+    with TestClient(app) as client:
+        body = {"name": "pg", "message": "on both", "yaml": rank16(env)}
+        saved = client.post("/api/v1/change-requests", json=body, headers={"Authorization": f"Bearer {write}"})
+        assert saved.status_code == 201, saved.text
+        listed = client.get("/api/v1/change-requests", params={"limit": 1}, headers={"Authorization": f"Bearer {read}"})
+        assert listed.json()["items"][0]["id"] == saved.json()["change_request"]
+        tokens = client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {read}"}).json()["items"]
+        assert [(t["name"], t["state"]) for t in tokens] == [("old", "expired"), ("w", "active"), ("r", "active")]
+        old = client.get("/api/v1/me", headers={"Authorization": f"Bearer {expired.token}"})
+        assert old.status_code == 401 and old.json()["message"] == "token: expired token"
+        assert client.get("/readyz").json()["failing"] == []
+        metrics = client.get("/metrics", headers={"Authorization": f"Bearer {read}"}).text
+        assert 'lfops_change_requests{status="open"} 1.0' in metrics
+    app.state.readiness.close()
