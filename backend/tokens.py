@@ -174,7 +174,7 @@ class Tokens:
                 if row.last_used_at is None or now - aware(row.last_used_at) > _TOUCH_EVERY:
                     s.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
                 return Actor.of(user, scope=row.scope)
-            owner = row.user.name if row is not None else "-"
+            owner = row.user.name if row is not None else ""
         raise self._refused(f"token:{key_id}", reason, where, owner)
 
     def refuse_scope(self, actor: Actor, needed: str, where: str) -> None:
@@ -186,10 +186,13 @@ class Tokens:
                 f"scope: {actor.name}'s token is read-only; {where} needs a write token", field="scope"
             )
 
-    def _refused(self, subject: str, reason: str, where: str, owner: str = "-") -> AuthenticationFailed:
-        """Audit a refused token (in its own transaction: the request itself changes nothing) and say why."""
+    def _refused(self, subject: str, reason: str, where: str, owner: str = "") -> AuthenticationFailed:
+        """Audit a refused token (in its own transaction: the request itself changes nothing) and say why.
+
+        The actor is unknown ("-"): whoever presented a key id is not its owner until the secret matches."""
+        detail = {"reason": reason, "where": where} | ({"owner": owner} if owner else {})
         with self.store.session() as s:
-            audit.record(s, owner, "api.auth_failed", subject, reason=reason, where=where)
+            audit.record(s, "-", "api.auth_failed", subject, **detail)
         return AuthenticationFailed(f"token: {reason}", field="token")
 
 

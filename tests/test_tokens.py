@@ -105,22 +105,23 @@ def test_refused_tokens_are_audited_without_the_token(env):
     wrong_secret = good.token[:-4] + ("AAAA" if not good.token.endswith("AAAA") else "BBBB")
     unknown = "lfops_000000000000_" + secret_of(good.token)
     cases = [
-        ("", "malformed token", "token:-"),
-        ("Basic YWxpY2U6cHc=", "malformed token", "token:-"),
-        (good.token[:-1], "malformed token", f"token:{good.view.key_id}"),
-        (unknown, "unknown token", "token:000000000000"),
-        (wrong_secret, "wrong secret", f"token:{good.view.key_id}"),
-        (revoked.token, "revoked token", f"token:{revoked.view.key_id}"),
-        (expired.token, "expired token", f"token:{expired.view.key_id}"),
-        (rita.token, "the token's user is deactivated", f"token:{rita.view.key_id}"),
+        ("", "malformed token", "token:-", None),
+        ("Basic YWxpY2U6cHc=", "malformed token", "token:-", None),
+        (good.token[:-1], "malformed token", f"token:{good.view.key_id}", None),
+        (unknown, "unknown token", "token:000000000000", None),
+        (wrong_secret, "wrong secret", f"token:{good.view.key_id}", "alice"),
+        (revoked.token, "revoked token", f"token:{revoked.view.key_id}", "alice"),
+        (expired.token, "expired token", f"token:{expired.view.key_id}", "alice"),
+        (rita.token, "the token's user is deactivated", f"token:{rita.view.key_id}", "rita"),
     ]
-    for token, reason, subject in cases:
+    for token, reason, subject, owner in cases:
         with pytest.raises(AuthenticationFailed, match=f"^token: {reason}$"):
             tokens.authenticate(token, where="GET /api/v1/runs")
         last = audit_rows(env.ws, "api.auth_failed")[-1]
-        assert (last.subject, last.detail) == (subject, {"reason": reason, "where": "GET /api/v1/runs"})
+        expected = {"reason": reason, "where": "GET /api/v1/runs"} | ({"owner": owner} if owner else {})
+        assert (last.actor, last.subject, last.detail) == ("-", subject, expected)
     stored = everything_stored(env.ws)
-    for secret_part in {secret_of(t) for t, _, _ in cases if t.startswith("lfops_")}:
+    for secret_part in {secret_of(t) for t, *_ in cases if t.startswith("lfops_")}:
         assert secret_part not in stored
     assert tokens.authenticate(good.token).name == "alice"  # the good one still works
 
