@@ -1,4 +1,8 @@
-"""Users, roles and permissions. Every backend action calls `require`; the UI only mirrors these rules."""
+"""Users, roles and permissions. Every backend action calls `require`; the UI only mirrors these rules.
+
+An actor signed in with a password may do what their role allows; one that presents an API token also only what the
+token's scope allows (backend.tokens): a `read` token reads, a `write` token does what the role allows.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from backend.store.models import User
 
 ROLES = ("analyst", "reviewer", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "read"}),
-    "reviewer": frozenset({"config.save", "review.decide", "review.merge", "run.launch", "run.cancel", "read"}),
+    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "read"}),
+    "reviewer": frozenset(
+        {"config.save", "review.decide", "review.merge", "run.launch", "run.cancel", "token.manage", "read"}
+    ),
     "admin": frozenset(
         {
             "config.save",
@@ -28,10 +34,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "run.override",
             "user.manage",
             "registry.manage",
+            "token.manage",
             "read",
         }
     ),
 }
+# What an actor's credentials allow on top of the role: "write" (a password sign-in, a write token) allows all the
+# role does, "read" (a read token, a browser session on the API) only reading.
+SCOPES = ("read", "write")
+READ, WRITE = SCOPES
 ACTIONS = {
     "config.save": "save configs",
     "review.decide": "approve or request changes",
@@ -41,6 +52,7 @@ ACTIONS = {
     "run.override": "launch unapproved commits",
     "user.manage": "manage users",
     "registry.manage": "manage the model registry",
+    "token.manage": "manage their API tokens",
     "read": "read",
 }
 _USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
@@ -55,20 +67,30 @@ class Actor:
     name: str
     role: str
     email: str
+    scope: str = WRITE  # what the credentials allow on top of the role (SCOPES)
 
     def can(self, permission: str) -> bool:
+        return self.role_allows(permission) and (self.scope == WRITE or permission == "read")
+
+    def role_allows(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, frozenset())
 
     @classmethod
-    def of(cls, user: User) -> Actor:
-        return cls(user.id, user.name, user.role, user.email or f"{user.name}@lfops.local")
+    def of(cls, user: User, scope: str = WRITE) -> Actor:
+        return cls(user.id, user.name, user.role, user.email or f"{user.name}@lfops.local", scope)
 
 
 def require(actor: Actor | None, permission: str) -> Actor:
     if actor is None:
         raise PermissionDenied("sign in first")
     if not actor.can(permission):
-        raise PermissionDenied(f"{actor.name} ({actor.role}) may not {ACTIONS.get(permission, permission)}")
+        action = ACTIONS.get(permission, permission)
+        if actor.role_allows(permission):  # the role may, the credentials may not
+            raise PermissionDenied(
+                f"scope: {actor.name}'s credentials are {actor.scope}-only; to {action} use a write token",
+                field="scope",
+            )
+        raise PermissionDenied(f"{actor.name} ({actor.role}) may not {action}")
     return actor
 
 

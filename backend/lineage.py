@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, false, select
 from sqlalchemy.orm import Session, aliased
 
 from backend import approvals
@@ -88,6 +88,9 @@ class Derived:
     runs: list[RunView]
     models: list[ModelVersionView]
     deployments: list[DeploymentView]
+    # configs and runs are one page of each ([offset, offset + limit)); models and deployments are those of the
+    # page's runs. True when configs or runs go on past the page.
+    has_more: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,11 +255,11 @@ class Lineage:
 
     # ---- what came from commit / dataset version Y -------------------------------------------------------------
 
-    def from_commit(self, actor: Actor, commit: str, limit: int = 1000) -> Derived:
+    def from_commit(self, actor: Actor, commit: str, limit: int = 1000, offset: int = 0) -> Derived:
         require(actor, "read")
-        return self._derived("commit", commit, commit_filter(Config.commit, commit), limit)
+        return self._derived("commit", commit, commit_filter(Config.commit, commit), limit, offset)
 
-    def from_dataset_version(self, actor: Actor, version: str, limit: int = 1000) -> Derived:
+    def from_dataset_version(self, actor: Actor, version: str, limit: int = 1000, offset: int = 0) -> Derived:
         require(actor, "read")
         version = version.strip()
         if not _DATASET_RE.match(version):
@@ -265,20 +268,29 @@ class Lineage:
             condition = Config.dataset_version == version
         else:  # a prefix, as a range so the index serves it
             condition = (Config.dataset_version >= version) & (Config.dataset_version < version + "g")
-        return self._derived("dataset_version", version, condition, limit)
+        return self._derived("dataset_version", version, condition, limit, offset)
 
-    def _derived(self, kind: str, key: str, condition: Any, limit: int) -> Derived:
+    def _derived(self, kind: str, key: str, condition: Any, limit: int, offset: int = 0) -> Derived:
         with self.store.session() as s:
             custom_plans(s)
             columns = (Config.commit, Config.path, Config.config_hash, Config.dataset_version, Config.change_request_id)
             configs = [
                 dict(zip(("commit", "path", "config_hash", "dataset_version", "change_request"), row, strict=True))
-                for row in s.execute(select(*columns).where(condition).order_by(Config.id).limit(limit))
+                for row in s.execute(
+                    select(*columns).where(condition).order_by(Config.id).limit(limit + 1).offset(offset)
+                )
             ]
-            runs = run_views(s, runs_query().where(condition).order_by(Run.id.desc()).limit(limit))
+            runs = run_views(s, runs_query().where(condition).order_by(Run.id.desc()).limit(limit + 1).offset(offset))
+            has_more = len(configs) > limit or len(runs) > limit  # one row more than the page was asked for
+            configs, runs = configs[:limit], runs[:limit]
             # Models and deployments of exactly those runs, by joins from the same indexed condition (no list of a
-            # thousand ids sent back); when the limit cut the runs, the oldest run returned bounds the rest.
-            of_runs = and_(condition, Run.id >= runs[-1].id) if len(runs) >= limit else condition
+            # thousand ids sent back); when the page cut the runs, its newest and oldest runs bound the rest.
+            if not runs:
+                of_runs = false()
+            elif has_more or offset:
+                of_runs = and_(condition, Run.id >= runs[-1].id, Run.id <= runs[0].id)
+            else:
+                of_runs = condition
             models = model_views(s, of_runs)
             deployments = _deployment_views(
                 s.connection().execute(
@@ -288,7 +300,15 @@ class Lineage:
                     .order_by(Deployment.id)
                 )
             )
-            return Derived(kind=kind, key=key, configs=configs, runs=runs, models=models, deployments=deployments)
+            return Derived(
+                kind=kind,
+                key=key,
+                configs=configs,
+                runs=runs,
+                models=models,
+                deployments=deployments,
+                has_more=has_more,
+            )
 
     def lookup(self, actor: Actor, term: str) -> ModelLineage | Derived:
         """`lfops lineage X`: a dataset version (sha256:...), a model (NAME[:vN]) or a commit (hex)."""

@@ -161,9 +161,12 @@ class Registry:
         with self.store.session() as s:
             return _view(self.resolve(s, ref))
 
-    def list(self, actor: Actor, name: str | None = None) -> list[ModelVersionView]:
+    def list(
+        self, actor: Actor, name: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> list[ModelVersionView]:
+        """By name, newest version first; `limit`/`offset` pick a page (backend.paging), None: all of them."""
         require(actor, "read")
-        q = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())
+        q = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc()).limit(limit).offset(offset)
         if name:
             q = q.where(ModelVersion.name == name)
         with self.store.session() as s:

@@ -226,13 +226,21 @@ class ChangeRequests:
 
     # ---- reading ------------------------------------------------------------------------------------------------
 
-    def list(self, actor: Actor, status: str | None = None, author: str | None = None) -> list[ChangeRequestView]:
+    def list(
+        self,
+        actor: Actor,
+        status: str | None = None,
+        author: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ChangeRequestView]:
+        """Newest first; `limit`/`offset` pick a page (backend.paging), None: all of them."""
         require(actor, "read")
         wanted = ChangeRequestStatus.parse(status) if status else None
         from backend.store.models import User
 
         with self.store.session() as s:
-            q = select(ChangeRequest).order_by(ChangeRequest.id.desc())
+            q = select(ChangeRequest).order_by(ChangeRequest.id.desc()).limit(limit).offset(offset)
             if wanted:
                 q = q.where(ChangeRequest.status == wanted)
             if author:

@@ -120,6 +120,8 @@ class Settings(BaseModel):
     trusted_user_header: str = ""  # e.g. X-Forwarded-User when behind oauth2-proxy
     hub_repo: str = ""  # optional Hugging Face Hub repo for registry pushes
     ci_install: str = ""  # pip requirement pinning the lfops the config repo's CI installs ("" = vendor a wheel)
+    log_format: Literal["text", "json"] = "text"  # json: one object a line, for a log shipper (backend.logconfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from backend.runs import Runs, make_runner
 from backend.settings import Settings
 from backend.store import Store
 from backend.store.models import User
+from backend.tokens import Tokens
 
 REPO_README = """\
 # Training configs
@@ -79,6 +80,11 @@ class Workspace:
     @cached_property
     def lineage(self) -> Lineage:
         return Lineage(self.store, self.registry)
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        """Personal API tokens: create, list, revoke, and check a presented one."""
+        return Tokens(self.store)
 
     def login(self, name: str, password: str) -> Actor:
         with self.store.session() as s:

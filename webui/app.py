@@ -3,10 +3,14 @@ and the Review and Runs & lineage tabs. Business rules live in backend/; this mo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
+from fastapi import FastAPI, Request
 
 from webui import llamaboard as lb
 from webui.context import AppContext
@@ -41,3 +45,33 @@ def build_app(ctx: AppContext) -> WebApp:
         for event in ctx.loads:
             demo.load(**event)
     return WebApp(demo, board, train, review, runs)
+
+
+def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:
+    """What `lfops webui` serves: the operations endpoints and the REST API (backend.api), with Gradio at "/".
+
+    Gradio's own sign-in guards its routes as before; the API takes bearer tokens, and for reading also the WebUI's
+    session (the user Gradio's cookie or the trusted proxy's header names)."""
+    from backend.api import create_app
+
+    app = create_app(ctx.ws)
+    with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints a debug line when mounting
+        gr.mount_gradio_app(app, web.blocks.queue(), "/", show_api=False, **ctx.auth.launch_kwargs())
+    gradio_app = app.routes[-1].app  # the Mount just added
+
+    def session_user(request: Request) -> str | None:
+        return _gradio_user(gradio_app, request)
+
+    app.state.session_user = session_user
+    return app
+
+
+def _gradio_user(gradio_app: Any, request: Request) -> str | None:
+    """The user Gradio signed in for this request (its session cookie, or the proxy header it trusts)."""
+    if gradio_app.auth_dependency is not None:
+        return gradio_app.auth_dependency(request)
+    cookie_id = gradio_app.cookie_id
+    token = request.cookies.get(f"access-token-{cookie_id}") or request.cookies.get(
+        f"access-token-unsecure-{cookie_id}"
+    )
+    return gradio_app.tokens.get(token) if token else None

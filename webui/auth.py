@@ -7,7 +7,6 @@ deactivated user or a changed role takes effect at once; permissions themselves 
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,19 +17,11 @@ import anyio
 from backend import audit
 from backend.auth import Actor, actor_by_name
 from backend.errors import AuthenticationFailed, LfopsError, NotFound, PermissionDenied
+from backend.ops import is_loopback
 from backend.workspace import Workspace
 
 PASSWORD, PROXY, NONE = "password", "proxy", "none"
 _MAX_FAILURES, _WINDOW_S = 10, 600.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, mode: str) -> None:

@@ -12,6 +12,7 @@ from backend.review import ChangeRequestDetail
 from backend.review_status import ChangeRequestStatus
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.paging import PAGE, page_offset
 from webui.render import diff_html, md_code, md_text, value_text
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ class ReviewTab:
                 )
                 self.author = gr.Textbox(
                     label="Author", placeholder="user name", scale=1, elem_id="lfops-filter-author"
+                )
+                self.page = gr.Number(
+                    label=f"Page ({PAGE} a page)", value=1, precision=0, minimum=1, scale=0, elem_id="lfops-cr-page"
                 )
                 self.refresh = gr.Button("Refresh", scale=0, elem_id="lfops-cr-refresh")
             self.table = gr.Dataframe(
@@ -87,10 +91,11 @@ class ReviewTab:
             self.result = gr.Markdown(elem_id="lfops-review-result")
 
         detail = [self.header, self.params_title, self.params, self.diff, self.validation, self.reviews]
-        listing = dict(fn=self.on_list, inputs=[self.status, self.author], outputs=[self.table])
+        listing = dict(fn=self.on_list, inputs=[self.status, self.author, self.page], outputs=[self.table])
         self.refresh.click(**listing, api_name="review_list")
         self.status.change(**listing)
         self.author.submit(**listing)
+        self.page.submit(**listing)
         self.ctx.on_tab_load(**listing)
         self.open_btn.click(self.on_show, [self.cr_id, self.show_all], detail, api_name="review_show")
         self.cr_id.submit(self.on_show, [self.cr_id, self.show_all], detail)
@@ -115,11 +120,13 @@ class ReviewTab:
     # ---- handlers -----------------------------------------------------------------------------------------------
 
     @shows_errors(as_warning([]))
-    def on_list(self, status: str, author: str, request: gr.Request) -> list[list[Any]]:
+    def on_list(self, status: str, author: str, request: gr.Request, page: float | None = 1) -> list[list[Any]]:
         views = self.ctx.ws.changes.list(
             self.ctx.auth.actor(request),
             status=None if status in ("", "all", None) else status,
             author=(author or "").strip() or None,
+            limit=PAGE,
+            offset=page_offset(page),
         )
         return [[v.id, v.status, v.author, v.config_path, v.title, f"{v.updated_at:%Y-%m-%d %H:%M}"] for v in views]
 

@@ -13,6 +13,7 @@ import pandas as pd
 from backend.runners.base import RunState
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.paging import PAGE, page_offset
 from webui.plots import curves_figure, lineage_figure
 from webui.render import md_code, md_text
 
@@ -52,6 +53,9 @@ class RunsTab:
             self.status = gr.Dropdown(["all", *(s.value for s in RunState)], value="all", label="Status", scale=1)
             self.config = gr.Textbox(label="Config", placeholder="name or configs/<name>.yaml", scale=1)
             self.submitter = gr.Textbox(label="Submitted by", placeholder="user name", scale=1)
+            self.page = gr.Number(
+                label=f"Page ({PAGE} a page)", value=1, precision=0, minimum=1, scale=0, elem_id="lfops-runs-page"
+            )
             self.refresh = gr.Button("Refresh", scale=0, elem_id="lfops-runs-refresh")
         self.table = gr.Dataframe(
             headers=RUN_HEADERS, interactive=False, wrap=True, label="Runs", elem_id="lfops-runs-table"
@@ -62,11 +66,14 @@ class RunsTab:
             self.cancel_btn = gr.Button("Cancel run", variant="stop", scale=0, elem_id="lfops-run-cancel")
         self.run_info = gr.Markdown(elem_id="lfops-run-info")
         self.run_plot = gr.Plot(label="Training curves", elem_id="lfops-run-plot")
-        listing = dict(fn=self.on_list, inputs=[self.status, self.config, self.submitter], outputs=[self.table])
+        listing = dict(
+            fn=self.on_list, inputs=[self.status, self.config, self.submitter, self.page], outputs=[self.table]
+        )
         self.refresh.click(**listing, api_name="runs_list")
         self.status.change(**listing)
         self.config.submit(**listing)
         self.submitter.submit(**listing)
+        self.page.submit(**listing)
         self.ctx.on_tab_load(**listing)
         show = dict(fn=self.on_show, inputs=[self.run_id], outputs=[self.run_info, self.run_plot])
         self.show_btn.click(**show, api_name="run_show")
@@ -111,12 +118,16 @@ class RunsTab:
     # ---- runs ---------------------------------------------------------------------------------------------------
 
     @shows_errors(as_warning([]))
-    def on_list(self, status: str, config: str, submitter: str, request: gr.Request) -> list[list[Any]]:
+    def on_list(
+        self, status: str, config: str, submitter: str, request: gr.Request, page: float | None = 1
+    ) -> list[list[Any]]:
         runs = self.ctx.ws.runs.list(
             self.ctx.auth.actor(request),
             status=None if status in (None, "", "all") else status,
             config=(config or "").strip() or None,
             submitted_by=(submitter or "").strip() or None,
+            limit=PAGE,
+            offset=page_offset(page),
         )
         return [self._row(r) for r in runs]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
+from backend import logconfig
 from backend.settings import Settings
 from backend.workspace import Workspace
 from webui.auth import NONE, PROXY, Authenticator, check_bind, is_loopback
@@ -15,6 +16,7 @@ from webui.auth import NONE, PROXY, Authenticator, check_bind, is_loopback
 
 def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, workspace: str | None = None) -> int:
     ws = Workspace(Settings.from_env(workspace))
+    logconfig.configure(ws.settings.log_format, ws.settings.log_level)
     auth = Authenticator.for_workspace(ws, no_auth=no_auth)
     check_bind(host, auth.mode)
     if auth.mode == PROXY and not is_loopback(host):
@@ -29,23 +31,22 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
             print(f"  {name:8} {role:9} {password}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls to outside hosts
 
-    from webui.app import build_app
+    import uvicorn
+
+    from webui.app import asgi_app, build_app
     from webui.context import AppContext
     from webui.workdir import Workdir
 
     workdir = Workdir(ws)
     workdir.prepare()
     os.chdir(workdir.root)  # once, before any thread starts: LlamaBoard's relative folders land in the workspace
-    app = build_app(AppContext(ws, auth, workdir))
+    ctx = AppContext(ws, auth, workdir)
+    app = asgi_app(ctx, build_app(ctx))
     ws.runs.start_monitor()  # runs advance (status, metrics, registration) while the WebUI is up
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
-    app.blocks.queue().launch(
-        server_name=host,
-        server_port=port,
-        inbrowser=False,
-        share=False,
-        show_api=False,
-        **auth.launch_kwargs(),
-    )
+    print(f"  REST API http://{host}:{port}/api/v1 (docs at /api/v1/docs), /healthz /readyz /metrics", flush=True)
+    # log_config=None: logging stays as logconfig set it; requests are counted and logged by backend.api.
+    # A browser keeps a Gradio stream open: on SIGTERM wait at most a few seconds for it.
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
     return 0

@@ -11,7 +11,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backend.errors import LfopsError
 
@@ -28,9 +28,15 @@ Register = Callable[[Subparsers], None]
 
 def workspace(args: argparse.Namespace) -> Workspace:
     """The workspace named by `--workspace` (else $LFOPS_WORKSPACE, else ./.lfops)."""
+    from backend.cli.remote import URL_VARIABLE, remote_url
     from backend.settings import Settings
     from backend.workspace import Workspace
 
+    if remote_url():  # never act on a local database while the user means a remote lfops
+        raise LfopsError(
+            f"{URL_VARIABLE}: `lfops {args.command}` works on the database only; unset {URL_VARIABLE} to run it",
+            field=URL_VARIABLE,
+        )
     return Workspace(Settings.from_env(args.workspace))
 
 
@@ -50,6 +56,36 @@ def actor(args: argparse.Namespace, ws: Workspace) -> Actor:
 def workspace_and_actor(args: argparse.Namespace) -> tuple[Workspace, Actor]:
     ws = workspace(args)
     return ws, actor(args, ws)
+
+
+def _page_number(field: str) -> Callable[[str], int]:
+    """An argparse type for --limit / --offset, bounded as every list is (backend.paging)."""
+
+    def parse(text: str) -> int:
+        from backend.paging import MAX_LIMIT, MAX_OFFSET
+
+        low, high = (1, MAX_LIMIT) if field == "limit" else (0, MAX_OFFSET)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def page_arguments(parser: argparse.ArgumentParser, default_limit: int = 50) -> None:
+    """--limit and --offset: which page of a list to print (newest first)."""
+    parser.add_argument("--limit", type=_page_number("limit"), default=default_limit, help="rows per page (1-200)")
+    parser.add_argument("--offset", type=_page_number("offset"), default=0, help="rows to skip (default 0)")
+
+
+def print_more(page: Any) -> None:
+    """Under a page of a list: how to ask for the next one (on standard error: the list itself stays as it was)."""
+    if page.next_offset is not None:
+        print(f"(more: --offset {page.next_offset})", file=sys.stderr)
 
 
 def fmt_loss(value: float | None) -> str:

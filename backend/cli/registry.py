@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from backend.cli.common import Subparsers, workspace_and_actor
+from backend.cli.common import Subparsers, page_arguments, print_more, workspace_and_actor
 from backend.errors import LfopsError
 
 
@@ -16,10 +16,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
     ws, actor = workspace_and_actor(args)
     reg = ws.registry
     if args.action == "list":
-        for v in reg.list(actor, args.name):
+        from backend.paging import Page
+
+        page = Page.of(lambda limit, offset: reg.list(actor, args.name, limit, offset), args.limit, args.offset)
+        for v in page.items:
             hub = f"  hub {v.hub_repo}@{v.hub_revision}" if v.hub_repo else ""
             parent = f"  parent #{v.parent_id}" if v.parent_id else ""
             print(f"{v.ref:28} {v.kind:8} run #{v.run_id}  {v.created_at:%Y-%m-%d %H:%M}{parent}{hub}")
+        print_more(page)
         return 0
     if args.action == "show":
         manifest = reg.manifest(actor, args.model)
@@ -49,7 +53,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
 def register(sub: Subparsers) -> None:
     p = sub.add_parser("registry", help="model versions: list, show, verify, export, push")
     gsub = p.add_subparsers(dest="action", required=True)
-    gsub.add_parser("list").add_argument("name", nargs="?")
+    q = gsub.add_parser("list")
+    q.add_argument("name", nargs="?")
+    page_arguments(q)
     for action in ("show", "verify", "export"):
         gsub.add_parser(action).add_argument("model", help="NAME (newest version) or NAME:vN")
     q = gsub.add_parser("push", help="upload to a Hugging Face Hub repo (token from HF_TOKEN)")

@@ -1,15 +1,42 @@
-"""`lfops review list | show | approve | request-changes | merge | close`: change requests."""
+"""`lfops review list | show | approve | request-changes | merge | close`: change requests.
+
+On the database, or through a remote lfops' API when LFOPS_URL is set (backend.cli.remote): the same output.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
-from backend.cli.common import Subparsers, workspace_and_actor
+from backend.cli.common import Subparsers, page_arguments, print_more, workspace_and_actor
+from backend.cli.remote import Remote
 from backend.review_status import ChangeRequestStatus
 
 if TYPE_CHECKING:
-    from backend.review import ChangeRequestView
+    from backend.paging import Page
+    from backend.review import ChangeRequestDetail, ChangeRequestView
+
+
+class _OnDatabase:
+    """The verbs of `lfops review` on the workspace's database, as the signed-in user."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.ws, self.actor = workspace_and_actor(args)
+
+    def change_requests(self, status: str | None, author: str | None, limit: int, offset: int) -> list[Any]:
+        return self.ws.changes.list(self.actor, status=status, author=author, limit=limit, offset=offset)
+
+    def change_request_detail(self, cr_id: int) -> ChangeRequestDetail:
+        return self.ws.changes.show(self.actor, cr_id)
+
+    def decide(self, cr_id: int, action: str, comment: str = "") -> ChangeRequestView:
+        changes = self.ws.changes
+        if action == "approve":
+            return changes.approve(self.actor, cr_id, comment)
+        if action == "request-changes":
+            return changes.request_changes(self.actor, cr_id, comment)
+        return changes.merge(self.actor, cr_id) if action == "merge" else changes.close(self.actor, cr_id)
 
 
 def _print_request(view: ChangeRequestView) -> None:
@@ -21,42 +48,46 @@ def _print_request(view: ChangeRequestView) -> None:
         print(f"  merged as {view.merged_commit} by {view.merged_by}")
 
 
+def _print_list(page: Page) -> None:
+    for view in page.items:
+        print(f"#{view.id:<4} {view.status.label:18} {view.author:10} {view.config_path:32} {view.title}")
+    print_more(page)
+
+
+def _print_detail(detail: ChangeRequestDetail) -> None:
+    _print_request(detail.request)
+    for review in detail.request.reviews:
+        print(f"  {review.at:%Y-%m-%d %H:%M} {review.reviewer} {review.decision.label}: {review.comment}")
+    print("\nvalidation:\n  " + "\n  ".join(detail.validation))
+    print(f"\nhyperparameters (before = {detail.baseline}):")
+    for row in detail.params:
+        if row.change != "unchanged":
+            print(f"  {row.key:32} {row.before!s:>20} -> {row.after!s}")
+    print("\n" + detail.yaml_diff)
+
+
 def cmd_review(args: argparse.Namespace) -> int:
-    ws, actor = workspace_and_actor(args)
-    changes = ws.changes
+    from backend.paging import Page
+
+    source = Remote.from_env() or _OnDatabase(args)
     if args.action == "list":
-        for view in changes.list(actor, status=args.status, author=args.author):
-            print(f"#{view.id:<4} {view.status.label:18} {view.author:10} {view.config_path:32} {view.title}")
-        return 0
-    if args.action == "show":
-        detail = changes.show(actor, args.id)
-        _print_request(detail.request)
-        for review in detail.request.reviews:
-            print(f"  {review.at:%Y-%m-%d %H:%M} {review.reviewer} {review.decision.label}: {review.comment}")
-        print("\nvalidation:\n  " + "\n  ".join(detail.validation))
-        print(f"\nhyperparameters (before = {detail.baseline}):")
-        for row in detail.params:
-            if row.change != "unchanged":
-                print(f"  {row.key:32} {row.before!s:>20} -> {row.after!s}")
-        print("\n" + detail.yaml_diff)
-        return 0
-    if args.action == "approve":
-        _print_request(changes.approve(actor, args.id, args.comment or ""))
-    elif args.action == "request-changes":
-        _print_request(changes.request_changes(actor, args.id, args.comment or ""))
-    elif args.action == "merge":
-        _print_request(changes.merge(actor, args.id))
-    elif args.action == "close":
-        _print_request(changes.close(actor, args.id))
+        fetch = lambda limit, offset: source.change_requests(args.status, args.author, limit, offset)  # noqa: E731
+        _print_list(Page.of(fetch, args.limit, args.offset))
+    elif args.action == "show":
+        _print_detail(source.change_request_detail(args.id))
+    else:
+        _print_request(source.decide(args.id, args.action, getattr(args, "comment", None) or ""))
+    sys.stdout.flush()
     return 0
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser("review", help="change requests")
+    p = sub.add_parser("review", help="change requests (through $LFOPS_URL's API when it is set)")
     rsub = p.add_subparsers(dest="action", required=True)
     q = rsub.add_parser("list")
     q.add_argument("--status", choices=[s.value for s in ChangeRequestStatus])
     q.add_argument("--author")
+    page_arguments(q)
     for action in ("show", "approve", "request-changes", "merge", "close"):
         q = rsub.add_parser(action)
         q.add_argument("id", type=int)

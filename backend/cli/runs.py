@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from backend.cli.common import Subparsers, fmt_loss, workspace_and_actor
+from backend.cli.common import Subparsers, fmt_loss, page_arguments, print_more, workspace_and_actor
+from backend.cli.remote import Remote
 from backend.errors import LfopsError
 
 if TYPE_CHECKING:
     from backend.auth import Actor
+    from backend.registry import ModelVersionView
     from backend.runners.base import Resources
     from backend.runs import RunView
     from backend.workspace import Workspace
@@ -88,42 +90,75 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OnDatabase:
+    """`runs list` and `runs show` on the workspace's database (advancing runs first: no monitor may be running)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.ws, self.actor = workspace_and_actor(args)
+
+    def runs(self, limit: int, offset: int, **filters: object) -> list[RunView]:
+        return self.ws.runs.list(self.actor, limit=limit, offset=offset, **filters)
+
+    def run(self, run_id: int) -> RunView:
+        self.ws.runs.advance_run(run_id)
+        return self.ws.runs.get(self.actor, run_id)
+
+    def run_metrics(self, run_id: int, keys: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+        return self.ws.runs.metrics(self.actor, run_id, keys)
+
+    def run_model(self, run_id: int) -> ModelVersionView | None:
+        return self.ws.registry.for_run(run_id)
+
+
+def _list(source: _OnDatabase | Remote, args: argparse.Namespace) -> None:
+    from backend.paging import Page
+
+    filters = {
+        "status": args.status,
+        "commit": args.commit,
+        "config": args.config,
+        "config_hash": args.config_hash,
+        "dataset_version": args.dataset_version,
+        "submitted_by": args.submitted_by,
+        "change_request": args.change_request,
+    }
+    page = Page.of(lambda limit, offset: source.runs(limit, offset, **filters), args.limit, args.offset)
+    print(f"{'id':>5} {'status':10} {'user':10} {'config':28} {'commit':12} {'final loss':>11} created")
+    for v in page.items:
+        print(
+            f"{v.id:>5} {v.status:10} {v.submitted_by:10} {v.config_path:28} {v.commit[:12]:12} "
+            f"{fmt_loss(v.final_loss):>11} {v.created_at:%Y-%m-%d %H:%M}"
+        )
+    print_more(page)
+
+
+def _show(source: _OnDatabase | Remote, run_id: int) -> None:
+    view = source.run(run_id)
+    print_run(view)
+    curve = source.run_metrics(run_id, ("loss",))["loss"]
+    if curve:
+        print(f"  loss: {len(curve)} steps, first {curve[0][1]:.4f}, last {curve[-1][1]:.4f} (step {curve[-1][0]})")
+    for key, value in sorted(view.final_metrics.items()):
+        print(f"  {key} = {value:g}")
+    model = source.run_model(run_id)
+    if model is not None:
+        print(f"  registered as {model.ref} ({model.kind})")
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.action in ("list", "show"):  # these two also work through a remote lfops' API ($LFOPS_URL)
+        source = Remote.from_env()
+        if source is None:
+            source = _OnDatabase(args)
+            if args.action == "list":
+                source.ws.runs.advance()  # show current states even when no monitor is running
+        if args.action == "list":
+            _list(source, args)
+        else:
+            _show(source, args.id)
+        return 0
     ws, actor = workspace_and_actor(args)
     runs = ws.runs
-    if args.action == "list":
-        runs.advance()  # show current states even when no monitor is running
-        views = runs.list(
-            actor,
-            status=args.status,
-            commit=args.commit,
-            config=args.config,
-            config_hash=args.config_hash,
-            dataset_version=args.dataset_version,
-            submitted_by=args.submitted_by,
-            change_request=args.change_request,
-            limit=args.limit,
-        )
-        print(f"{'id':>5} {'status':10} {'user':10} {'config':28} {'commit':12} {'final loss':>11} created")
-        for v in views:
-            print(
-                f"{v.id:>5} {v.status:10} {v.submitted_by:10} {v.config_path:28} {v.commit[:12]:12} "
-                f"{fmt_loss(v.final_loss):>11} {v.created_at:%Y-%m-%d %H:%M}"
-            )
-        return 0
-    if args.action == "show":
-        runs.advance_run(args.id)
-        view = runs.get(actor, args.id)
-        print_run(view)
-        curve = runs.metrics(actor, args.id, ("loss",))["loss"]
-        if curve:
-            print(f"  loss: {len(curve)} steps, first {curve[0][1]:.4f}, last {curve[-1][1]:.4f} (step {curve[-1][0]})")
-        for key, value in sorted(view.final_metrics.items()):
-            print(f"  {key} = {value:g}")
-        model = ws.registry.for_run(args.id)
-        if model is not None:
-            print(f"  registered as {model.ref} ({model.kind})")
-        return 0
     if args.action == "logs":
         monitor = runs.start_monitor() if args.follow else None
         try:
@@ -169,7 +204,7 @@ def register_launch(sub: Subparsers) -> None:
 
 
 def register_runs(sub: Subparsers) -> None:
-    p = sub.add_parser("runs", help="training runs: list, show, logs, cancel, wait, compare")
+    p = sub.add_parser("runs", help="training runs: list, show (also through $LFOPS_URL), logs, cancel, wait, compare")
     rsub = p.add_subparsers(dest="action", required=True)
     q = rsub.add_parser("list")
     q.add_argument("--status")
@@ -179,7 +214,7 @@ def register_runs(sub: Subparsers) -> None:
     q.add_argument("--dataset-version")
     q.add_argument("--submitted-by", metavar="USER")
     q.add_argument("--change-request", type=int)
-    q.add_argument("--limit", type=int, default=50)
+    page_arguments(q)
     for action in ("show", "cancel"):
         rsub.add_parser(action).add_argument("id", type=int)
     q = rsub.add_parser("logs")
