@@ -67,6 +67,12 @@ class ClusterProfile:
     outputs_mount: str = ""  # where this app sees outputs_pvc (e.g. /outputs in its own pod); "" = not readable here
     clone_image: str = ""  # an image with git: clone the config repo at the run's commit (for dataset_dir: data)
     repo_credentials_secret: str = ""  # Secret with key .git-credentials for cloning a private config repo
+    # Per training pod, as Kubernetes quantities ("" = none); a run's own cpu/memory request overrides the requests.
+    cpu_request: str = ""
+    memory_request: str = ""
+    cpu_limit: str = ""
+    memory_limit: str = ""  # "" = the memory request (a pod that outgrows it is OOMKilled, not its neighbours)
+    run_as_user: Positive = 10001  # uid, gid and fsGroup of training pods (non-root: Pod Security "restricted")
 
 
 _PROFILE = TypeAdapter(ClusterProfile)
@@ -119,6 +125,7 @@ class Settings(BaseModel):
     trusted_user_header: str = ""  # e.g. X-Forwarded-User when behind oauth2-proxy
     hub_repo: str = ""  # optional Hugging Face Hub repo for registry pushes
     ci_install: str = ""  # pip requirement pinning the lfops the config repo's CI installs ("" = vendor a wheel)
+    admin_password: str = Field("", repr=False)  # the first admin's, for `init` (e.g. a Secret file); never printed
 
     @model_validator(mode="before")
     @classmethod
@@ -235,7 +242,7 @@ def _secrets_dir() -> Path | None:
 # ---- one line per bad value ---------------------------------------------------------------------------------------
 
 # Values never echoed in a message: they may hold credentials.
-_SECRET = {"LFOPS_DATABASE_URL", "LFOPS_REPO_URL"}
+_SECRET = {"LFOPS_DATABASE_URL", "LFOPS_REPO_URL", "LFOPS_ADMIN_PASSWORD"}
 
 
 def _one_line(where: str, error: dict, hint: Any, value: object) -> SettingsError:
