@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -342,3 +345,76 @@ def test_the_network_policy_and_probes_apply(k8s_cluster, deployed):
         container = deployment.spec.template.spec.containers[0]
         assert container.startup_probe.http_get.path == "/healthz"
         assert container.readiness_probe.http_get.path == "/readyz"
+
+
+def _docs_block(containing: str) -> str:
+    """The ```bash block of docs/cluster.md that contains `containing`, as an admin would paste it."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+@pytest.mark.slow
+def test_the_admin_walkthrough_in_the_docs_runs(k8s_cluster, tmp_path):
+    """docs/cluster.md step 2, run as written against the real API server (namespace lfops, as shipped), with
+    kubectl from the k8s/dev build; the test plays the storage provisioner a real cluster has."""
+    from tests.k8s_fixtures import kubectl_binary
+
+    kubectl = kubectl_binary()
+    assert kubectl is not None
+    namespace = "lfops"
+    with k8s_cluster.client() as api:
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        with contextlib.suppress(ApiException):
+            core.delete_namespace(namespace)
+        wait_until(lambda: namespace not in {n.metadata.name for n in core.list_namespace().items}, 120, what="gone")
+        rwo, rwx = "ReadWriteOnce", "ReadWriteMany"
+        volumes = {"lfops-workspace": rwo, "lfops-registry": rwo, "lfops-outputs": rwx}
+        pvs = [f"lfops-docs-{claim}" for claim in volumes]
+        for (claim, mode), pv in zip(volumes.items(), pvs, strict=True):
+            with contextlib.suppress(ApiException):
+                core.delete_persistent_volume(pv)
+            wait_until(lambda pv=pv: pv not in {v.metadata.name for v in core.list_persistent_volume().items}, 60)
+            core.create_persistent_volume(
+                {
+                    "metadata": {"name": pv},
+                    "spec": {
+                        "capacity": {"storage": "500Gi"},
+                        "accessModes": [mode],
+                        "storageClassName": "",
+                        "hostPath": {"path": f"/tmp/{pv}"},
+                        "claimRef": {"namespace": namespace, "name": claim},
+                    },
+                }
+            )
+        shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
+        script = f'kubectl() {{ "{kubectl}" --kubeconfig "{k8s_cluster.kubeconfig}" "$@"; }}\n' + _docs_block(
+            "kubectl apply --server-side -k my-lfops"
+        )
+        try:
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=420,
+                check=False,
+            )
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            assert 'deployment "lfops-webui" successfully rolled out' in result.stdout
+            deployment = apps.read_namespaced_deployment("lfops-webui", namespace)
+            assert deployment.spec.template.spec.containers[0].image == "registry.example.com/lfops:0.1.0"
+            assert (deployment.status.ready_replicas or 0) == 1
+            secret = core.read_namespaced_secret("lfops-admin", namespace)
+            assert set(secret.data) == {"password"}
+            labels = core.read_namespace(namespace).metadata.labels
+            assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+            password = (tmp_path / "admin-password").read_text()
+            assert len(password) == 32 and password not in result.stdout + result.stderr
+        finally:
+            with contextlib.suppress(ApiException):
+                core.delete_namespace(namespace)
+            for pv in pvs:
+                with contextlib.suppress(ApiException):
+                    core.delete_persistent_volume(pv)
