@@ -30,9 +30,9 @@ WORKDIR /src
 COPY requirements-image.lock ./
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
- && if [ -d /wheels ]; then export PIP_FIND_LINKS=/wheels; fi \
  && python -m venv /opt/lfops \
- && /opt/lfops/bin/pip install --require-hashes --no-deps -r requirements-image.lock \
+ && if [ -d /wheels ]; then set -- --no-index --find-links /wheels; fi \
+ && /opt/lfops/bin/pip install --require-hashes --no-deps "$@" -r requirements-image.lock \
  && /opt/lfops/bin/pip check | { grep -vE '^torch [^ ]+ requires (triton|cuda-bindings),' || true; } >/tmp/pip-check \
  && if [ -s /tmp/pip-check ]; then cat /tmp/pip-check; exit 1; fi
 COPY pyproject.toml ./

@@ -116,8 +116,15 @@ cmd_build() {
   cert=$(pip_cert)
   [[ -n "$cert" ]] && args+=(--secret "id=pip_cert,src=$cert")
   [[ "$base" == localhost/* ]] && args+=(--pull-never)
-  # the wheels `lock` downloaded, when this machine has them: no second download (pip checks their hashes all the same)
-  [[ -n "$(ls -A "$CACHE/wheels" 2>/dev/null)" ]] && args+=(-v "$CACHE/wheels:/wheels:ro")
+  # a wheelhouse on this machine, kept between builds: the build installs from it without the index (pip checks every
+  # hash all the same); when this machine cannot fetch the exact files (another Python), the build uses the index
+  mkdir -p "$CACHE/wheels"
+  if [[ -x .venv/bin/python ]] && .venv/bin/python -m pip download -q --no-deps --require-hashes \
+      -d "$CACHE/wheels" -r requirements-image.lock >&2; then
+    args+=(-v "$CACHE/wheels:/wheels:ro")
+  else
+    log "no local wheelhouse: the build downloads from the index"
+  fi
   log "building $IMAGE on $base"
   t0=$SECONDS
   # --format docker keeps HEALTHCHECK (OCI drops it); --layers reuses the dependency layer while the lock is unchanged
