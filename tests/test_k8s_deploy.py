@@ -289,11 +289,33 @@ def _as_pod(name: str, template: dict) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
 
 
+def _serving_pod_template(namespace: str) -> dict | None:
+    """The pod template of a model deployment (backend.serving), where this checkout has serving."""
+    try:
+        from backend.serving import manifests as sm
+        from backend.serving.keys import new_api_key
+    except ImportError:
+        return None
+    spec = sm.ServingSpec(
+        name="support-bot",
+        model="sft-demo",
+        version=3,
+        kind="adapter",
+        base_model="Qwen/Qwen2.5-0.5B-Instruct",
+        template="qwen",
+        lora_rank=8,
+        lineage={"commit": "a" * 40},
+    )
+    target = sm.ServingTarget(name="gpu", namespace=namespace, gpus=1)
+    _key, stored = new_api_key()
+    return sm.build_manifests(spec, target, [stored]).deployment["spec"]["template"]
+
+
 @pytest.mark.slow
 def test_everything_lfops_creates_is_admitted_where_restricted_is_enforced(k8s_cluster, deployed):
     """The overlay's namespace enforces the "restricted" Pod Security Standard (the API server's built-in PodSecurity
-    admission); the app's pod and every training pod lfops builds (one node, several nodes, with the clone init
-    container and its credentials) are admitted there, and a pod without a securityContext is not."""
+    admission); the app's pod, every training pod lfops builds (one node, several nodes, with the clone init
+    container and its credentials) and a model deployment's pod are admitted there; a plain pod is not."""
     from backend.runners.kubernetes.manifests import build_manifests
 
     namespace, objs = deployed
@@ -327,6 +349,9 @@ def test_everything_lfops_creates_is_admitted_where_restricted_is_enforced(k8s_c
             "clone": (_spec(13), cloning),
         }
         batch = client.BatchV1Api(api)
+        serving = _serving_pod_template(namespace)
+        if serving is not None:
+            core.create_namespaced_pod(namespace, _as_pod("admission-serving", serving), dry_run="All")
         for case, (run, prof) in cases.items():
             job = build_manifests(run, prof).job
             core.create_namespaced_pod(namespace, _as_pod(f"admission-{case}", job["spec"]["template"]), dry_run="All")
