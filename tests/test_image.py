@@ -19,10 +19,10 @@ from backend.errors import GitFailure
 from backend.gitstore import _data_member, init_origin
 from backend.settings import Settings
 from backend.workspace import Workspace
-from tests.conftest import REQUIRE_SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SH = ROOT / "scripts" / "image.sh"
+REQUIRE_SERVICES = os.environ.get("LFOPS_REQUIRE_SERVICES") == "1"  # CI: a missing buildah fails instead of skipping
 
 
 # ---- Python 3.11.2 (Debian bookworm, the locally made base) has no tarfile.data_filter --------------------------
