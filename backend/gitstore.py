@@ -135,6 +135,27 @@ class TreeFiles:
         return False
 
 
+def _data_member(member: tarfile.TarInfo, dest: Path, regular_files_only: bool) -> bool:
+    """What tar's "data" filter (Python >= 3.11.4) allows, for older Pythons: False = leave the member out, a
+    member that would write outside `dest` (absolute path, `..`, a link pointing out) raises tarfile.TarError."""
+    if regular_files_only and not (member.isfile() or member.isdir()):
+        return False
+    root = os.path.realpath(dest)
+    target = os.path.realpath(os.path.join(root, member.name))
+    if os.path.isabs(member.name) or os.path.commonpath([root, target]) != root:
+        raise tarfile.TarError(f"{member.name!r} would be written outside the destination")
+    if member.issym() or member.islnk():
+        base = os.path.dirname(target) if member.issym() else root
+        linked = os.path.realpath(os.path.join(base, member.linkname))
+        if os.path.isabs(member.linkname) or os.path.commonpath([root, linked]) != root:
+            raise tarfile.TarError(f"{member.name!r} links outside the destination")
+    elif not (member.isfile() or member.isdir()):
+        raise tarfile.TarError(f"{member.name!r} is a special file")
+    # no setuid/setgid/sticky bits, no group/other write; files stay readable and writable by their owner
+    member.mode = (member.mode & 0o755) | (0o600 if member.isfile() else 0o700)
+    return True
+
+
 class GitStore:
     """Operations on the config repository, through lfops' bare mirror of `origin`."""
 
@@ -260,7 +281,12 @@ class GitStore:
         unpacked: tarfile.TarError | None = None
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                tar.extractall(dest, filter=keep)  # noqa: S202 - keep() applies tar's "data" filter to each member
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(dest, filter=keep)  # noqa: S202 - keep() applies tar's "data" filter to each member
+                else:  # Python < 3.11.4 (Debian bookworm's 3.11.2) has no filters: the same rules, checked here
+                    for member in tar:
+                        if _data_member(member, dest, regular_files_only):
+                            tar.extract(member, dest)  # noqa: S202 - checked above
         except tarfile.TarError as exc:  # an empty stream when git failed, or a member the filter refused
             unpacked = exc
         finally:

@@ -68,6 +68,12 @@ class ClusterProfile:
     outputs_mount: str = ""  # where this app sees outputs_pvc (e.g. /outputs in its own pod); "" = not readable here
     clone_image: str = ""  # an image with git: clone the config repo at the run's commit (for dataset_dir: data)
     repo_credentials_secret: str = ""  # Secret with key .git-credentials for cloning a private config repo
+    # Per training pod, as Kubernetes quantities ("" = none); a run's own cpu/memory request overrides the requests.
+    cpu_request: str = ""
+    memory_request: str = ""
+    cpu_limit: str = ""
+    memory_limit: str = ""  # "" = the memory request (a pod that outgrows it is OOMKilled, not its neighbours)
+    run_as_user: Positive = 10001  # uid, gid and fsGroup of training pods (non-root: Pod Security "restricted")
 
 
 _PROFILE = TypeAdapter(ClusterProfile)
@@ -122,6 +128,7 @@ class Settings(BaseModel):
     ci_install: str = ""  # pip requirement pinning the lfops the config repo's CI installs ("" = vendor a wheel)
     log_format: Literal["text", "json"] = "text"  # json: one object a line, for a log shipper (backend.logconfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    admin_password: str = Field("", repr=False)  # the first admin's, for `init` (e.g. a Secret file); never printed
 
     @model_validator(mode="before")
     @classmethod
@@ -247,7 +254,7 @@ def _secrets_dir() -> Path | None:
 # ---- one line per bad value ---------------------------------------------------------------------------------------
 
 # Values never echoed in a message: they may hold credentials.
-_SECRET = {"LFOPS_DATABASE_URL", "LFOPS_REPO_URL"}
+_SECRET = {"LFOPS_DATABASE_URL", "LFOPS_REPO_URL", "LFOPS_ADMIN_PASSWORD"}
 
 
 def _one_line(where: str, error: dict, hint: Any, value: object) -> SettingsError:

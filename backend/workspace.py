@@ -38,6 +38,7 @@ class InitResult:
     settings: Settings
     created: bool
     credentials: dict[str, tuple[str, str]]  # user -> (role, password), shown once, never stored in clear
+    users: tuple[str, ...] = ()  # every user created, also those whose password was given (not in credentials)
 
 
 class Workspace:
@@ -113,14 +114,22 @@ class Workspace:
             created = True
         self.repo.fetch()
         credentials: dict[str, tuple[str, str]] = {}
+        users: list[str] = []
         with self.store.session() as s:
             if s.scalar(select(User.id).limit(1)) is None:
-                names = {"admin": "admin"} | ({"analyst": "alice", "reviewer": "rita"} if demo_users else {})
+                # An admin password given (LFOPS_ADMIN_PASSWORD, e.g. a mounted Secret) means a real deployment: only
+                # the admin is created and no password is printed; demo users would need theirs shown once.
+                given = ws.admin_password
+                with_demo_users = demo_users and not given
+                names = {"admin": "admin"} | ({"analyst": "alice", "reviewer": "rita"} if with_demo_users else {})
                 for role in ROLES:
                     if role in names:
-                        password = new_password()
+                        from_settings = bool(given) and role == "admin"
+                        password = given if from_settings else new_password()
                         add_user(s, names[role], role, password)
-                        credentials[names[role]] = (role, password)
-                audit.record(s, "lfops", "workspace.init", str(ws.workspace), users=sorted(credentials))
+                        users.append(names[role])
+                        if not from_settings:
+                            credentials[names[role]] = (role, password)
+                audit.record(s, "lfops", "workspace.init", str(ws.workspace), users=sorted(users))
                 created = True
-        return InitResult(ws, created, credentials)
+        return InitResult(ws, created, credentials, tuple(users))

@@ -263,3 +263,65 @@ def test_private_repo_credentials_come_from_a_secret_volume():
     pod = km.build_manifests(spec(), profile).job["spec"]["template"]["spec"]
     assert {"name": "git-credentials", "secret": {"secretName": "git-creds"}} in pod["volumes"]
     assert "store --file=/etc/lfops-git/.git-credentials" in pod["initContainers"][0]["command"][2]
+
+
+def test_every_container_runs_as_restricted_asks_whatever_the_images_user():
+    profile = ClusterProfile(**{**PROFILE.__dict__, "clone_image": "alpine/git", "run_as_user": 1234})
+    for nodes in (1, 3):
+        pod = km.build_manifests(spec(nodes=nodes), profile).job["spec"]["template"]["spec"]
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 1234,
+            "runAsGroup": 1234,
+            "fsGroup": 1234,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        for c in pod["containers"] + pod["initContainers"]:
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+            assert {"name": "HOME", "value": "/tmp"} in c["env"]  # the uid has no home in the image
+    assert ClusterProfile(name="x").run_as_user == 10001  # the app's own uid by default
+
+
+def test_cpu_and_memory_come_from_the_profile_unless_the_run_names_them():
+    sized = ClusterProfile(
+        **{**PROFILE.__dict__, "cpu_request": "8", "memory_request": "64Gi", "cpu_limit": "16", "memory_limit": "96Gi"}
+    )
+    assert container(km.build_manifests(spec(), sized).job)["resources"] == {
+        "limits": {"nvidia.com/gpu": "2", "cpu": "16", "memory": "96Gi"},
+        "requests": {"cpu": "8", "memory": "64Gi"},
+    }
+    # the run's own request wins; its memory is then also its limit
+    assert container(km.build_manifests(spec(cpu="4", memory="32Gi"), sized).job)["resources"] == {
+        "limits": {"nvidia.com/gpu": "2", "cpu": "16", "memory": "32Gi"},
+        "requests": {"cpu": "4", "memory": "32Gi"},
+    }
+    # no limit given: the memory limit is the request, and CPU is not capped
+    requests_only = ClusterProfile(**{**PROFILE.__dict__, "cpu_request": "500m", "memory_request": "8Gi"})
+    assert container(km.build_manifests(spec(gpus=1), requests_only).job)["resources"] == {
+        "limits": {"nvidia.com/gpu": "1", "memory": "8Gi"},
+        "requests": {"cpu": "500m", "memory": "8Gi"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"memory_request": "lots"}, "cluster_profiles.a100.memory_request: 'lots' is not a Kubernetes quantity"),
+        ({"cpu_limit": "0"}, "cluster_profiles.a100.cpu_limit: '0' must be more than 0"),
+        ({"run_as_user": 0}, "cluster_profiles.a100.run_as_user: must be a uid of 1 or more"),
+    ],
+)
+def test_bad_pod_sizes_and_users_name_the_profile_field(change, message):
+    with pytest.raises(ValidationFailed) as err:
+        km.build_manifests(spec(), ClusterProfile(**{**PROFILE.__dict__, **change}))
+    assert message in str(err.value)
+
+
+def test_profile_sizes_are_checked_when_the_settings_are_read():
+    from backend.errors import SettingsError
+    from backend.settings import parse_cluster_profiles
+
+    parsed = parse_cluster_profiles('{"gpu": {"cpu_request": "8", "memory_limit": "64Gi", "run_as_user": "2000"}}')
+    assert (parsed["gpu"].cpu_request, parsed["gpu"].memory_limit, parsed["gpu"].run_as_user) == ("8", "64Gi", 2000)
+    with pytest.raises(SettingsError, match=r"LFOPS_CLUSTER_PROFILES.gpu.run_as_user: must be an integer >= 1"):
+        parse_cluster_profiles('{"gpu": {"run_as_user": 0}}')

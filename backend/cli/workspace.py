@@ -18,6 +18,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         print("users created (passwords are shown only this once):")
         for name, (role, password) in result.credentials.items():
             print(f"  {name:8} {role:9} {password}")
+    elif result.users:
+        print(f"users created: {', '.join(result.users)} (password from LFOPS_ADMIN_PASSWORD)")
     else:
         print("workspace already initialised; nothing changed")
     return 0

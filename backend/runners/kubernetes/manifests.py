@@ -18,7 +18,7 @@ import yaml
 from backend import yamlio
 from backend.config import METADATA_KEY
 from backend.errors import Problem, ValidationFailed
-from backend.runners.base import RunSpec
+from backend.runners.base import Resources, RunSpec
 from backend.settings import ClusterProfile
 
 MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
@@ -36,6 +36,10 @@ REPO_DIR = "/repo"  # the config repository at the run's commit, when the profil
 MODEL_SUBDIR = "model"  # output_dir inside the run's folder on the outputs volume
 GPU_RESOURCE = "nvidia.com/gpu"
 CONTAINER = "train"
+# Every container lfops creates: what the "restricted" Pod Security Standard asks of a container.
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# The pod's user has no home in the image (its uid need not exist there): caches of git, pip and Hugging Face go here.
+HOME_ENV = {"name": "HOME", "value": "/tmp"}  # noqa: S108 - the container's own /tmp
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -165,6 +169,8 @@ def check_profile(profile: ClusterProfile) -> list[Problem]:
             problems.append(Problem(f"{field}.{attr}", "must be a positive number of seconds"))
     if int(profile.backoff_limit) < 0:
         problems.append(Problem(f"{field}.backoff_limit", "must be 0 or more"))
+    if int(profile.run_as_user) < 1:
+        problems.append(Problem(f"{field}.run_as_user", "must be a uid of 1 or more (pods run as non-root)"))
     if not 1 <= int(profile.master_port) <= 65535:
         problems.append(Problem(f"{field}.master_port", "must be a TCP port (1-65535)"))
     for attr in ("outputs_pvc", "hub_token_secret", "priority_class", "service_account", "repo_credentials_secret"):
@@ -179,6 +185,9 @@ def check_profile(profile: ClusterProfile) -> list[Problem]:
     bad = [v for v in labels.values() if isinstance(v, str) and label_value(v) != v]
     if bad:
         problems.append(Problem(f"{field}.pod_labels", f"{bad[0]!r} is not a valid label value"))
+    for kind in ("request", "limit"):
+        quantities = Resources(cpu=getattr(profile, f"cpu_{kind}"), memory=getattr(profile, f"memory_{kind}"))
+        problems += quantities.problems({"cpu": f"{field}.cpu_{kind}", "memory": f"{field}.memory_{kind}"})
     if profile.kueue_queue and label_value(profile.kueue_queue) != profile.kueue_queue:
         problems.append(Problem(f"{field}.kueue_queue", f"{profile.kueue_queue!r} is not a valid label value"))
     return problems
@@ -244,9 +253,23 @@ def _clone_container(spec: RunSpec, profile: ClusterProfile) -> dict[str, Any]:
         "name": "clone",
         "image": profile.clone_image,
         "command": ["sh", "-c", script],
-        "env": env,
+        "env": [*env, HOME_ENV],
         "volumeMounts": mounts,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
+
+
+def _resources(res: Resources, gpus: int, profile: ClusterProfile) -> dict[str, dict[str, str]]:
+    """The run's own cpu/memory, else the profile's; GPUs are limits (extended resources cannot be overcommitted)."""
+    requests = {"cpu": res.cpu or profile.cpu_request, "memory": res.memory or profile.memory_request}
+    limits = {
+        GPU_RESOURCE: str(gpus) if gpus > 0 else "",
+        "cpu": profile.cpu_limit,
+        # a run that names its memory gets exactly that; otherwise the profile's limit, else its request
+        "memory": res.memory or profile.memory_limit or profile.memory_request,
+    }
+    resources = {"limits": {k: v for k, v in limits.items() if v}, "requests": {k: v for k, v in requests.items() if v}}
+    return {k: v for k, v in resources.items() if v}
 
 
 def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
@@ -293,14 +316,7 @@ def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
             }
         )
 
-    resources: dict[str, dict[str, str]] = {}
-    if gpus > 0:
-        resources["limits"] = {GPU_RESOURCE: str(gpus)}
-    requests = {k: v for k, v in (("cpu", res.cpu), ("memory", res.memory)) if v}
-    if requests:
-        resources["requests"] = requests
-        if res.memory:
-            resources.setdefault("limits", {})["memory"] = res.memory
+    resources = _resources(res, gpus, profile)
 
     run_dir = f"runs/{spec.run_id}"
     mounts = [
@@ -326,8 +342,9 @@ def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
         "image": profile.image,
         "command": ["llamafactory-cli", "train", f"{CONFIG_DIR}/{CONFIG_KEY}"],
         "workingDir": REPO_DIR if profile.clone_image else OUTPUTS_DIR,
-        "env": env,
+        "env": [*env, HOME_ENV],
         "volumeMounts": mounts,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
     if resources:
         container["resources"] = resources
@@ -338,6 +355,15 @@ def build_manifests(spec: RunSpec, profile: ClusterProfile) -> Manifests:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # training code has no business with the Kubernetes API
         "enableServiceLinks": False,
+        # Pod Security "restricted": non-root (whatever the image's USER), the runtime's default seccomp profile;
+        # fsGroup makes the outputs volume and the emptyDirs writable by that user.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": int(profile.run_as_user),
+            "runAsGroup": int(profile.run_as_user),
+            "fsGroup": int(profile.run_as_user),
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": volumes,
     }
