@@ -17,7 +17,10 @@ from backend.store.models import User
 ROLES = ("analyst", "reviewer", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
     "analyst": frozenset({"config.save", "run.launch", "run.cancel", "read"}),
-    "reviewer": frozenset({"config.save", "review.decide", "review.merge", "run.launch", "run.cancel", "read"}),
+    # deploy.manage: reviewers decide what is merged, so they answer for what serves traffic (docs/serving.md)
+    "reviewer": frozenset(
+        {"config.save", "review.decide", "review.merge", "run.launch", "run.cancel", "deploy.manage", "read"}
+    ),
     "admin": frozenset(
         {
             "config.save",
@@ -28,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "run.override",
             "user.manage",
             "registry.manage",
+            "deploy.manage",
             "read",
         }
     ),
@@ -41,6 +45,7 @@ ACTIONS = {
     "run.override": "launch unapproved commits",
     "user.manage": "manage users",
     "registry.manage": "manage the model registry",
+    "deploy.manage": "deploy, roll out or undeploy models and manage their API keys",
     "read": "read",
 }
 _USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")

@@ -67,6 +67,7 @@ class ClusterProfile:
     outputs_mount: str = ""  # where this app sees outputs_pvc (e.g. /outputs in its own pod); "" = not readable here
     clone_image: str = ""  # an image with git: clone the config repo at the run's commit (for dataset_dir: data)
     repo_credentials_secret: str = ""  # Secret with key .git-credentials for cloning a private config repo
+    serving: dict[str, Any] = field(default_factory=dict)  # deployments: ServingTarget fields (backend.serving)
 
 
 _PROFILE = TypeAdapter(ClusterProfile)

@@ -12,7 +12,21 @@ import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 
-from backend.cli import cluster, config, db, lineage, log, registry, review, runs, save, user, validate, workspace
+from backend.cli import (
+    cluster,
+    config,
+    db,
+    lineage,
+    log,
+    registry,
+    review,
+    runs,
+    save,
+    serving,
+    user,
+    validate,
+    workspace,
+)
 from backend.cli.common import Register
 from backend.errors import LfopsError
 
@@ -35,6 +49,8 @@ COMMANDS: tuple[Register | None, ...] = (
     runs.register_launch,
     runs.register_runs,
     registry.register,
+    serving.register_deploy,
+    serving.register_deployments,
     lineage.register,
     runs.register_reproduce,
 )
