@@ -38,6 +38,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     os.chdir(workdir.root)  # once, before any thread starts: LlamaBoard's relative folders land in the workspace
     app = build_app(AppContext(ws, auth, workdir))
     ws.runs.start_monitor()  # runs advance (status, metrics, registration) while the WebUI is up
+    ws.serving.start_supervisor()  # local deployments restarted on crash, re-attached after this restart
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
     app.blocks.queue().launch(
