@@ -238,7 +238,9 @@ def test_a_reviewer_deploys_and_clients_call_it_with_the_openai_client(trained, 
 
     key, _ = env.ws.serving.create_key(env.actor("rita"), "tiny-follow", "tests")
     client = openai.OpenAI(base_url=info.endpoint, api_key=key, max_retries=0, timeout=120)
-    wait_for(lambda: _accepted(client), timeout=10, what="the new key accepted")  # the gateway re-reads keys each second
+    wait_for(
+        lambda: _accepted(client), timeout=10, what="the new key accepted"
+    )  # the gateway re-reads keys each second
     assert [m.id for m in client.models.list().data] == ["tiny-follow"]
     answer = client.chat.completions.create(model="tiny-follow", messages=QUESTION, max_tokens=8)
     assert answer.choices[0].message.role == "assistant" and answer.usage.completion_tokens > 0
@@ -308,7 +310,9 @@ def test_a_new_version_of_the_followed_config_rolls_the_deployment_under_load(tr
     info, _ = deployed
     key, _ = env.ws.serving.create_key(env.actor("admin"), "tiny-follow", "load")
     client = openai.OpenAI(base_url=info.endpoint, api_key=key, max_retries=0, timeout=60)
-    wait_for(lambda: _accepted(client), timeout=10, what="the new key accepted")  # the gateway re-reads keys each second
+    wait_for(
+        lambda: _accepted(client), timeout=10, what="the new key accepted"
+    )  # the gateway re-reads keys each second
     failures, served, done = [], set(), threading.Event()
     base = info.endpoint.removesuffix("/v1")
 
@@ -409,6 +413,48 @@ def test_lineage_says_where_each_version_is_and_was_served(trained, deployed, ca
         r"served by tiny-follow on local since \S+ \S+ \(rolled out by lfops, following its config\), endpoint http",
         out,
     ), out
+
+
+# ---- the WebUI's Serving tab ------------------------------------------------------------------------------------
+
+
+def test_the_serving_tab_lists_offers_by_role_and_shows_a_new_key_once(trained, deployed):
+    import os
+
+    from tests.webui_fixtures import build_in_process, plain, request_for
+
+    env, _, _ = trained
+    cwd = os.getcwd()
+    try:
+        web = build_in_process(env)
+    finally:
+        os.chdir(cwd)
+    tab = web.app.serving
+    rows = tab.on_list(False, request_for("alice"))
+    assert [r[:4] for r in rows] == [["tiny-follow", "running", "running", "tiny-follow:v2"]]
+    assert rows[0][5].startswith("http://127.0.0.1:") and rows[0][6] == CONFIG
+    shown = plain(tab.on_show("tiny-follow", request_for("alice")))
+    assert "tiny-follow — running" in shown and "follow 'tiny-follow:v1' → 'tiny-follow:v2' by lfops" in shown.replace(
+        "`", "'"
+    )
+    # analysts see the deployments but are offered neither deploy nor the controls, and the backend refuses anyway
+    gates = dict(zip([g[0] for g in web.ctx.gates], web.ctx.on_load(request_for("alice"))[1:], strict=True))
+    assert gates[tab.deploy_box]["visible"] is False and gates[tab.manage_row]["visible"] is False
+    gates = dict(zip([g[0] for g in web.ctx.gates], web.ctx.on_load(request_for("rita"))[1:], strict=True))
+    assert gates[tab.deploy_box]["visible"] is True and gates[tab.manage_row]["visible"] is True
+    before = snapshot(env)
+    message, key, _ = tab.on_deploy("tiny-follow:v1", "local", "other", False, request_for("alice"))
+    assert plain(message).startswith("**Not deployed:**\n- alice (analyst) may not deploy") and key == ""
+    message, key = tab.on_create_key("tiny-follow", "x", request_for("alice"))
+    assert "may not deploy" in plain(message) and key == ""
+    message, key, _ = tab.on_deploy("tiny-follow:v1", "mars", "", False, request_for("rita"))
+    assert "target: 'mars' is neither local nor a cluster profile" in plain(message)
+    assert snapshot(env) == before
+    message, key = tab.on_create_key("tiny-follow", "from the tab", request_for("rita"))
+    assert re.fullmatch(r"lfk_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", key) and key.split("_")[1] in plain(message)
+    client = openai.OpenAI(base_url=rows[0][5], api_key=key, max_retries=0, timeout=60)
+    wait_for(lambda: _accepted(client), timeout=10, what="the key from the tab accepted")
+    assert key not in plain(tab.on_show("tiny-follow", request_for("rita")))  # never shown again
 
 
 # ---- undeploy ----------------------------------------------------------------------------------------------------

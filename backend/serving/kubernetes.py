@@ -178,11 +178,15 @@ class KubernetesTarget:
         name, namespace = m.name, m.namespace
         if self._read_deployment(name, namespace) is not None:
             raise Conflict(f"name: {namespace}/{name} already exists on cluster profile {self.name}", field="name")
+        applied = 0
         try:
             for obj in m.objects():
                 self._apply(obj)
+                applied += 1
             self._wait(name, namespace, ready_timeout_s, version.ref, settled=False)
         except BaseException as exc:
+            if not applied and isinstance(exc, ClusterError):
+                raise  # the API server refused the first object: nothing was made
             try:
                 self.stop(deployment, namespace)
             except LfopsError as cleanup:
