@@ -29,8 +29,7 @@ from tests.k8s_fixtures import (
     create_outputs_volume,
     wait_until,
 )
-from tests.runs_fixtures import trained_run
-from tests.test_serving_k8s import install_app_role
+from tests.test_serving_k8s import install_app_role, serving_model
 
 pytestmark = pytest.mark.slow
 METRICS_SERVER = CACHE / "metrics-server-v0.8.0" / "bin" / "metrics-server"
@@ -72,7 +71,7 @@ def _annotate_pods(cluster: Cluster, namespace: str, cpu: str) -> int:
 
 
 def test_the_hpa_scales_up_under_simulated_load_and_down_after(metrics_cluster, template_workspace, tmp_path_factory):
-    trained = trained_run(template_workspace, tmp_path_factory)
+    trained = serving_model(template_workspace, tmp_path_factory)
     env = trained.env
     namespace = create_namespace(metrics_cluster, "lfops-serve-hpa")
     sa = install_app_role(metrics_cluster, namespace)

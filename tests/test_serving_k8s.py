@@ -13,7 +13,9 @@ import contextlib
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -36,7 +38,7 @@ from tests.k8s_fixtures import (
     k8s_cluster_fixture,  # noqa: F401 - fixture k8s_cluster
     wait_until,
 )
-from tests.runs_fixtures import trained_run
+from tests.runs_fixtures import approved_merge, kill_leftover_runs
 from tests.snapshots import snapshot
 
 pytestmark = pytest.mark.slow
@@ -74,9 +76,41 @@ def objects_of(cluster, namespace: str, name: str = NAME) -> dict[str, list[str]
     return {kind: sorted(o.metadata.name for o in items) for kind, items in found.items() if items}
 
 
+@dataclass
+class Served:
+    env: Any
+    model: str  # NAME:vN of a registered version
+
+
+_MODEL: dict[str, Served] = {}
+
+
+def serving_model(template_workspace, tmp_path_factory) -> Served:
+    """A version registered in a workspace of its own, once per session: the shared tiny-sft run's lineage is
+    asserted exactly by test_lineage, so deployments of it must not appear there."""
+    if "v" not in _MODEL:
+        from tests.conftest import make_env
+
+        env = make_env(template_workspace, tmp_path_factory.mktemp("k8s-serving") / "ws")
+        cr, _ = approved_merge(env, "tiny-k8s")
+        alice = env.actor("alice")
+        env.ws.runs.start_monitor(interval=0.1)
+        try:
+            run = env.ws.runs.launch(alice, cr)
+            final = env.ws.runs.wait(alice, run.id, timeout=300)
+        except BaseException:
+            kill_leftover_runs(env.ws)
+            raise
+        finally:
+            env.ws.runs.stop_monitor()
+        assert final.status == "succeeded", final.reason
+        _MODEL["v"] = Served(env, env.ws.registry.for_run(run.id).ref)
+    return _MODEL["v"]
+
+
 @pytest.fixture(scope="module")
-def trained(template_workspace, tmp_path_factory):
-    return trained_run(template_workspace, tmp_path_factory)
+def trained(template_workspace, tmp_path_factory) -> Served:
+    return serving_model(template_workspace, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +190,7 @@ def test_deploy_roll_out_key_and_undeploy_as_the_apps_service_account(serving, t
     assert (live.state, live.model_version) == ("running", trained.model) and live.detail.startswith("2/2 available")
 
     # another version, rolled out pod by pod: never fewer than 2 available pods
-    versions = [v for v in env.ws.registry.list(admin, "tiny-sft") if v.ref != trained.model]
+    versions = [v for v in env.ws.registry.list(admin, "tiny-k8s") if v.ref != trained.model]
     other = versions[0] if versions else env.ws.registry.export(admin, trained.model)
     lowest, rolling = [2], threading.Event()
 
@@ -227,7 +261,7 @@ def test_failures_on_the_cluster_leave_no_object_and_no_row(serving, trained, k8
     rita = env.actor("rita")
     before = snapshot(env)
     # pods that cannot be scheduled: the deploy times out and takes back everything it applied
-    with pytest.raises(TimedOut, match=r"^deployment .*/lfops-serve-k8s-big \(tiny-sft:v1\) was not ready after 3 s"):
+    with pytest.raises(TimedOut, match=r"^deployment .*/lfops-serve-k8s-big \(tiny-k8s:v1\) was not ready after 3 s"):
         svc.deploy(rita, trained.model, target="too-big", name="k8s-big", ready_timeout_s=3)
     wait_until(lambda: objects_of(k8s_cluster, namespace, "k8s-big") == {}, 60, 0.2, "nothing left of k8s-big")
     # a name already taken on the cluster (by someone else): refused before anything is applied
