@@ -21,8 +21,18 @@ from backend.store.models import User
 ROLES = ("analyst", "reviewer", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
     "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "read"}),
+    # deploy.manage: reviewers decide what is merged, so they answer for what serves traffic (docs/serving.md)
     "reviewer": frozenset(
-        {"config.save", "review.decide", "review.merge", "run.launch", "run.cancel", "token.manage", "read"}
+        {
+            "config.save",
+            "review.decide",
+            "review.merge",
+            "run.launch",
+            "run.cancel",
+            "token.manage",
+            "deploy.manage",
+            "read",
+        }
     ),
     "admin": frozenset(
         {
@@ -35,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "user.manage",
             "registry.manage",
             "token.manage",
+            "deploy.manage",
             "read",
         }
     ),
@@ -53,6 +64,7 @@ ACTIONS = {
     "user.manage": "manage users",
     "registry.manage": "manage the model registry",
     "token.manage": "manage their API tokens",
+    "deploy.manage": "deploy, roll out or undeploy models and manage their API keys",
     "read": "read",
 }
 _USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")

@@ -1,8 +1,9 @@
 """Lineage: where a model came from, and what came from a commit or a dataset version.
 
 Every question is answered by joins over typed, indexed columns (configs.commit, configs.config_hash,
-configs.dataset_version, runs.config_id, model_versions.run_id, deployments.model_version_id, reviews by change
-request): never by scanning key/value rows, the way MLflow's params/tags tables force `search_runs` to.
+configs.dataset_version, runs.config_id, model_versions.run_id, deployments.model_version_id,
+rollouts.to_version_id, reviews by change request): never by scanning key/value rows, the way MLflow's params/tags
+tables force `search_runs` to.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, false, select
+from sqlalchemy import and_, bindparam, false, func, select
 from sqlalchemy.orm import Session, aliased
 
 from backend import approvals
@@ -24,7 +25,17 @@ from backend.review_status import ChangeRequestStatus
 from backend.runs import RunView, commit_filter, custom_plans, run_views, runs_query
 from backend.runs.queries import id_in_range
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config, Deployment, Metric, ModelVersion, Review, Run, User
+from backend.store.models import (
+    ChangeRequest,
+    Config,
+    Deployment,
+    Metric,
+    ModelVersion,
+    Review,
+    Rollout,
+    Run,
+    User,
+)
 
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 _DATASET_RE = re.compile(r"^sha256:[0-9a-f]{8,64}$")
@@ -32,6 +43,8 @@ _DATASET_RE = re.compile(r"^sha256:[0-9a-f]{8,64}$")
 
 @dataclass(frozen=True)
 class DeploymentView:
+    """A deployment and one version it serves or served (`model`)."""
+
     id: int
     model_version_id: int
     model: str
@@ -39,6 +52,25 @@ class DeploymentView:
     endpoint: str
     status: str
     created_at: datetime
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ServedPeriod:
+    """A time a model version was served by a deployment: from the rollout to it until the next switch."""
+
+    deployment: str
+    target: str
+    endpoint: str
+    since: datetime
+    until: datetime | None  # None: still served
+    trigger: str  # deploy | manual | follow: how it came to be served
+    actor: str
+    deployment_status: str
+
+    @property
+    def current(self) -> bool:
+        return self.until is None and self.deployment_status != "stopped"
 
 
 @dataclass(frozen=True)
@@ -71,7 +103,8 @@ class ModelLineage:
     final_loss: float | None
     final_metrics: dict[str, float]
     reproductions: list[RunView]  # later runs that relaunched this model's run
-    deployments: list[DeploymentView]
+    deployments: list[DeploymentView]  # deployments whose current (or, stopped, last) version this is
+    served: list[ServedPeriod] = field(default_factory=list)  # where and when it is and was served, oldest first
 
     @property
     def approvers(self) -> list[str]:
@@ -117,23 +150,62 @@ class RunComparison:
 
 _DEPLOYMENT_COLUMNS = (
     Deployment.id,
-    Deployment.model_version_id,
+    ModelVersion.id,
     ModelVersion.name,
     ModelVersion.version,
     Deployment.target,
     Deployment.endpoint,
     Deployment.status,
     Deployment.created_at,
+    Deployment.name,
 )
 _DEPLOYMENTS = select(*_DEPLOYMENT_COLUMNS).join(ModelVersion, Deployment.model_version_id == ModelVersion.id)
 _DEPLOYMENTS_OF_ONE = _DEPLOYMENTS.where(Deployment.model_version_id == bindparam("mv_id")).order_by(Deployment.id)
+# Deployments with every version they served (a succeeded rollout to it), for "what came from commit / dataset Y".
+_SERVED_BY = (
+    select(*_DEPLOYMENT_COLUMNS)
+    .join(Rollout, Rollout.deployment_id == Deployment.id)
+    .join(ModelVersion, Rollout.to_version_id == ModelVersion.id)
+    .where(Rollout.status == "succeeded")
+)
 
 
 def _deployment_views(rows: Any) -> list[DeploymentView]:
-    return [
-        DeploymentView(dep_id, mv_id, f"{name}:v{version}", target, endpoint, status, created_at)
-        for dep_id, mv_id, name, version, target, endpoint, status, created_at in rows
-    ]
+    seen: dict[tuple[int, int], DeploymentView] = {}
+    for dep_id, mv_id, name, version, target, endpoint, status, created_at, dep_name in rows:
+        seen.setdefault(
+            (dep_id, mv_id),
+            DeploymentView(dep_id, mv_id, f"{name}:v{version}", target, endpoint, status, created_at, dep_name),
+        )
+    return [seen[k] for k in sorted(seen)]
+
+
+def _served_query() -> Any:
+    """Each succeeded rollout to one version, with the time the deployment next switched (or None)."""
+    later = aliased(Rollout)
+    until = (
+        select(func.min(later.finished_at))
+        .where(later.deployment_id == Rollout.deployment_id, later.id > Rollout.id, later.status == "succeeded")
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Deployment.name,
+            Deployment.target,
+            Deployment.endpoint,
+            Rollout.finished_at,
+            until,
+            Rollout.trigger,
+            Rollout.actor,
+            Deployment.status,
+        )
+        .join(Deployment, Rollout.deployment_id == Deployment.id)
+        .where(Rollout.to_version_id == bindparam("mv_id"), Rollout.status == "succeeded")
+        .order_by(Rollout.finished_at, Rollout.id)
+    )
+
+
+_SERVED = _served_query()
 
 
 _MODEL_COLUMNS = (
@@ -251,6 +323,7 @@ class Lineage:
                 final_metrics=dict(run.final_metrics) if run else {},
                 reproductions=reproductions,
                 deployments=_deployment_views(s.execute(_DEPLOYMENTS_OF_ONE, {"mv_id": mv.id})),
+                served=[ServedPeriod(*row) for row in s.execute(_SERVED, {"mv_id": mv.id})],
             )
 
     # ---- what came from commit / dataset version Y -------------------------------------------------------------
@@ -292,13 +365,20 @@ class Lineage:
             else:
                 of_runs = condition
             models = model_views(s, of_runs)
+            # what serves those models now, and every deployment that served one of them (rollouts)
             deployments = _deployment_views(
-                s.connection().execute(
-                    _DEPLOYMENTS.join(Run, ModelVersion.run_id == Run.id)
-                    .join(Config, Run.config_id == Config.id)
-                    .where(of_runs)
-                    .order_by(Deployment.id)
-                )
+                [
+                    *s.connection().execute(
+                        _DEPLOYMENTS.join(Run, ModelVersion.run_id == Run.id)
+                        .join(Config, Run.config_id == Config.id)
+                        .where(of_runs)
+                    ),
+                    *s.connection().execute(
+                        _SERVED_BY.join(Run, ModelVersion.run_id == Run.id)
+                        .join(Config, Run.config_id == Config.id)
+                        .where(of_runs)
+                    ),
+                ]
             )
             return Derived(
                 kind=kind,
@@ -409,7 +489,18 @@ def graph(lineage: ModelLineage) -> dict[str, list[dict[str, str]]]:
     for d in lineage.derived:
         did = node(f"model:{d.ref}", "model", f"{d.ref} ({d.kind})")
         edges.append({"from": model, "to": did, "label": "export"})
-    for dep in lineage.deployments:
-        dep_id = node(f"deployment:{dep.id}", "deployment", f"{dep.target} ({dep.status})")
-        edges.append({"from": model, "to": dep_id, "label": "deployed"})
+    served = set()
+    for period in lineage.served:
+        until = f" until {period.until:%Y-%m-%d %H:%M}" if period.until else ""
+        dep_id = node(
+            f"deployment:{period.deployment}",
+            "deployment",
+            f"{period.deployment} on {period.target} (since {period.since:%Y-%m-%d %H:%M}{until})",
+        )
+        served.add(dep_id)
+        edges.append({"from": model, "to": dep_id, "label": "serving" if period.current else "was served"})
+    for dep in lineage.deployments:  # rows without rollouts (made before lfops wrote them)
+        dep_id = node(f"deployment:{dep.name or dep.id}", "deployment", f"{dep.name or dep.target} on {dep.target}")
+        if dep_id not in served:
+            edges.append({"from": model, "to": dep_id, "label": "deployed"})
     return {"nodes": nodes, "edges": edges}

@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,10 +132,17 @@ def _copy_model_files(src: Path, dst: Path) -> None:
 
 
 class Registry:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        on_registered: Callable[[ModelVersionView], None] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.root = Path(settings.registry_dir)
+        # called once per version a run registered (serving rolls the deployments that follow its config); never raises
+        self.on_registered = on_registered or (lambda _view: None)
 
     # ---- reading ------------------------------------------------------------------------------------------------
 
@@ -238,9 +246,11 @@ class Registry:
         staging = self._staging(name)
         try:
             _copy_model_files(out, staging)
-            return self._publish(name, kind, run_id, None, staging, facts, "lfops")
+            view = self._publish(name, kind, run_id, None, staging, facts, "lfops")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        self.on_registered(view)
+        return view
 
     def _staging(self, name: str) -> Path:
         (self.root / name).mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,7 @@ class ClusterProfile:
     cpu_limit: str = ""
     memory_limit: str = ""  # "" = the memory request (a pod that outgrows it is OOMKilled, not its neighbours)
     run_as_user: Positive = 10001  # uid, gid and fsGroup of training pods (non-root: Pod Security "restricted")
+    serving: dict[str, Any] = field(default_factory=dict)  # deployments: ServingTarget fields (backend.serving)
 
 
 _PROFILE = TypeAdapter(ClusterProfile)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -22,6 +23,9 @@ from backend.settings import Settings
 from backend.store import Store
 from backend.store.models import User
 from backend.tokens import Tokens
+
+if TYPE_CHECKING:
+    from backend.serving.service import Serving
 
 REPO_README = """\
 # Training configs
@@ -65,7 +69,8 @@ class Workspace:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.store, self.settings)
+        # a version registered from a run rolls the deployments that follow its config (made on first need)
+        return Registry(self.store, self.settings, on_registered=lambda view: self.serving.on_registered(view))
 
     @cached_property
     def runs(self) -> Runs:
@@ -77,6 +82,13 @@ class Workspace:
             self.registry,
             other_runners=lambda name: make_runner(self.settings, self.repo, name),
         )
+
+    @cached_property
+    def serving(self) -> Serving:
+        """Deployments of registry versions, locally (settings.workspace/serving) or on cluster profiles."""
+        from backend.serving.service import Serving  # the gateway's stack loads only when serving is used
+
+        return Serving(self.store, self.registry, self.settings)
 
     @cached_property
     def lineage(self) -> Lineage:

@@ -327,6 +327,7 @@ def load_lfops(url: str, data: Data, workdir: Path) -> tuple[object, float]:
         [
             {
                 "id": d["id"],
+                "name": f"deployment-{d['id']}",
                 "model_version_id": d["model_version_id"],
                 "target": "staging",
                 "endpoint": "",

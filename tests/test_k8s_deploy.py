@@ -45,6 +45,15 @@ RUNNER_RULES = {
     ("", "services"): {"create", "get"},
     ("", "events"): {"list"},
 }
+# backend/serving/kubernetes.py: apply (create + patch), rollout progress, undeploy by label; Secrets never read
+SERVING_RULES = {
+    ("apps", "deployments"): {"get", "create", "patch", "deletecollection"},
+    ("", "secrets"): {"create", "patch", "deletecollection"},
+    ("", "services"): {"create", "patch", "deletecollection"},
+    ("autoscaling", "horizontalpodautoscalers"): {"create", "patch", "deletecollection"},
+    ("policy", "poddisruptionbudgets"): {"create", "patch", "deletecollection"},
+}
+APP_RULES = {k: RUNNER_RULES.get(k, set()) | SERVING_RULES.get(k, set()) for k in RUNNER_RULES | SERVING_RULES}
 
 
 def by_kind(objs: list[dict]) -> dict[str, dict]:
@@ -81,13 +90,12 @@ def test_overlays_build_the_app_with_least_privilege_and_secret_references_only(
         } == set(kinds), name
         assert all(o["metadata"].get("namespace") == "lfops" for o in objs if o["kind"] != "Namespace")
         assert not [o for o in objs if o["kind"] in ("Secret", "ClusterRole", "ClusterRoleBinding")]
-        rules = {
-            (g, r): set(rule["verbs"])
-            for rule in kinds["Role/lfops-runner"]["rules"]
-            for g in rule["apiGroups"]
-            for r in rule["resources"]
-        }
-        assert rules == RUNNER_RULES
+        rules: dict[tuple[str, str], set[str]] = {}
+        for rule in kinds["Role/lfops-runner"]["rules"]:
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    rules.setdefault((g, r), set()).update(rule["verbs"])
+        assert rules == APP_RULES
         binding = kinds["RoleBinding/lfops-runner"]
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lfops-webui", "namespace": "lfops"}]
         pod = kinds["Deployment/lfops-webui"]["spec"]["template"]["spec"]

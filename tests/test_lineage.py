@@ -24,7 +24,11 @@ def trained(template_workspace, tmp_path_factory):
             mv = s.scalar(select(ModelVersion).where(ModelVersion.run_id == t.run_id, ModelVersion.version == 1))
             s.add(
                 Deployment(
-                    model_version_id=mv.id, target="staging", endpoint="http://127.0.0.1:8000/v1", status="ready"
+                    name="staging",
+                    model_version_id=mv.id,
+                    target="staging",
+                    endpoint="http://127.0.0.1:8000/v1",
+                    status="ready",
                 )
             )
     return t

@@ -1,5 +1,5 @@
 """The WebUI: LlamaBoard's tabs as they are (with the app's own Engine), plus Save to repo / Launch on the Train tab,
-and the Review and Runs & lineage tabs. Business rules live in backend/; this module only lays the tabs out."""
+and the Review, Runs & lineage and Serving tabs. Business rules live in backend/; this module only lays the tabs out."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from webui.context import AppContext
 from webui.render import CSS
 from webui.review_tab import ReviewTab
 from webui.runs_tab import RunsTab
+from webui.serving_tab import ServingTab
 from webui.train_actions import TrainActions
 
 
@@ -27,6 +28,7 @@ class WebApp:
     train: TrainActions
     review: ReviewTab
     runs: RunsTab
+    serving: ServingTab
 
 
 def build_app(ctx: AppContext) -> WebApp:
@@ -34,17 +36,18 @@ def build_app(ctx: AppContext) -> WebApp:
     with gr.Blocks(title=f"lfops · LLaMA Factory ({host})", css=lb.LLAMABOARD_CSS + CSS) as demo:
         who = gr.Markdown(elem_id="lfops-whoami")
         train = TrainActions(ctx)
-        review, runs = ReviewTab(ctx), RunsTab(ctx)
+        review, runs, serving = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx)
         with gr.Tabs(elem_id="lfops-tabs"):
             with gr.Tab("LlamaBoard", id="llamaboard", elem_id="lfops-tab-llamaboard"):
                 board = lb.build(demo, ctx.guard, train.build)
             review.build()
             runs.build()
+            serving.build()
         lb.finish(demo, board)
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
-    return WebApp(demo, board, train, review, runs)
+    return WebApp(demo, board, train, review, runs, serving)
 
 
 def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:

@@ -235,4 +235,10 @@ class RunsTab:
             )
         if found.final_metrics:
             lines.append("final: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(found.final_metrics.items())))
+        for p in found.served:
+            until = "now" if p.until is None else f"{p.until:%Y-%m-%d %H:%M}"
+            lines.append(
+                f"served by {md_code(p.deployment)} on {md_text(p.target)} from {p.since:%Y-%m-%d %H:%M} to {until}"
+                f" ({md_text(p.trigger)} by {md_text(p.actor)})"
+            )
         return "\n\n".join(lines), lineage_figure(graph(found))

@@ -43,6 +43,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     ctx = AppContext(ws, auth, workdir)
     app = asgi_app(ctx, build_app(ctx))
     ws.runs.start_monitor()  # runs advance (status, metrics, registration) while the WebUI is up
+    ws.serving.start_supervisor()  # local deployments restarted on crash, re-attached after this restart
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
     print(f"  REST API http://{host}:{port}/api/v1 (docs at /api/v1/docs), /healthz /readyz /metrics", flush=True)

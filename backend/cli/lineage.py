@@ -36,6 +36,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             print(f"  reproduced by run #{r.id} [{r.status}] final train loss {fmt_loss(r.final_loss)}")
         for dep in m.deployments:
             print(f"  deployed to {dep.target} [{dep.status}] {dep.endpoint}")
+        for period in m.served:
+            how = "deployed" if period.trigger == "deploy" else "rolled out"
+            how += f" by {period.actor}" + (", following its config" if period.trigger == "follow" else "")
+            if period.until is None:
+                when = f"since {period.since:%Y-%m-%d %H:%M:%S}"
+            else:
+                when = f"from {period.since:%Y-%m-%d %H:%M:%S} until {period.until:%Y-%m-%d %H:%M:%S}"
+            where = f", endpoint {period.endpoint}" if period.current else ""
+            print(f"  served by {period.deployment} on {period.target} {when} ({how}){where}")
         return 0
     d = result
     print(f"from {d.kind.replace('_', ' ')} {d.key}:")

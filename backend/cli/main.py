@@ -22,6 +22,7 @@ from backend.cli import (
     review,
     runs,
     save,
+    serving,
     token,
     user,
     validate,
@@ -50,6 +51,8 @@ COMMANDS: tuple[Register | None, ...] = (
     runs.register_launch,
     runs.register_runs,
     registry.register,
+    serving.register_deploy,
+    serving.register_deployments,
     lineage.register,
     runs.register_reproduce,
 )

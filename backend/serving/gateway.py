@@ -73,6 +73,10 @@ _DROP_REQUEST = _HOP_BY_HOP | {"host", "authorization", "content-length", "accep
 _DROP_RESPONSE = _HOP_BY_HOP | {"content-length", "date", "server"}
 _MAX_SSE_LINE = 1 << 20
 READY_TIMEOUT_S = 2.0
+# Idle upstream connections are dropped before the model server drops them: uvicorn (LLaMA-Factory's API, vLLM)
+# closes them after 5 s, httpx's default is also 5 s, and a request sent on a connection the server is closing at that
+# moment fails (RemoteProtocolError: a 502 to the client). With 16 pools an idle time near 5 s is common.
+UPSTREAM_KEEPALIVE_S = 2.0
 
 
 @dataclass(eq=False)
@@ -356,7 +360,11 @@ class Gateway:
             httpx.AsyncClient(
                 verify=tls,
                 timeout=httpx.Timeout(connect=c.connect_timeout_s, read=c.read_timeout_s, write=60.0, pool=30.0),
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                limits=httpx.Limits(
+                    max_connections=per_shard,
+                    max_keepalive_connections=per_shard,
+                    keepalive_expiry=UPSTREAM_KEEPALIVE_S,
+                ),
             )
             for _ in range(shards)
         ]

@@ -83,6 +83,7 @@ class ServingTarget:
     max_replicas: int = 4
     cpu_target_percent: int = 70
     in_flight_target: float = 0.0  # > 0: scale on in-flight requests per pod instead of CPU
+    scale_down_window_s: int = 300  # the HPA scales down only after load stayed low this long
     max_model_len: int = 0  # vLLM's --max-model-len (0: the model's own)
     startup_timeout_s: int = 1800  # model download and load
 
@@ -197,6 +198,8 @@ def check(spec: ServingSpec, target: ServingTarget) -> list[Problem]:
         problems.append(Problem(f"{t}.cpu_target_percent", "must be between 1 and 100"))
     if target.in_flight_target < 0:
         problems.append(Problem(f"{t}.in_flight_target", "must be 0 (off) or more"))
+    if not 0 <= target.scale_down_window_s <= 3600:
+        problems.append(Problem(f"{t}.scale_down_window_s", "must be between 0 and 3600 seconds"))
     if target.startup_timeout_s < 10:
         problems.append(Problem(f"{t}.startup_timeout_s", "must be at least 10 seconds"))
     if not isinstance(target.node_selector, dict):
@@ -496,14 +499,14 @@ def build_manifests(spec: ServingSpec, target: ServingTarget, keys: list[StoredK
                 "minReplicas": target.min_replicas,
                 "maxReplicas": target.max_replicas,
                 "metrics": [metric],
-                # a model takes minutes to load: scale up at once, down only after load stayed low for 5 minutes
+                # a model takes minutes to load: scale up at once, down only after load stayed low (5 minutes)
                 "behavior": {
                     "scaleUp": {
                         "stabilizationWindowSeconds": 0,
                         "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
                     },
                     "scaleDown": {
-                        "stabilizationWindowSeconds": 300,
+                        "stabilizationWindowSeconds": target.scale_down_window_s,
                         "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
                     },
                 },

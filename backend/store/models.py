@@ -174,14 +174,58 @@ class ModelVersion(Base):
 
 
 class Deployment(Base):
+    """A served model version (backend.serving). Written only once its processes or Kubernetes objects are up; an
+    undeployed one stays, stopped, so lineage can say where a version was served."""
+
     __tablename__ = "deployments"
     id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)  # backend.serving.names
+    # the version served now (after an undeploy: the last one served)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
-    target: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(200))  # "local" or a cluster profile name
+    # Kubernetes: the namespace its objects were made in (kept: the profile may change before the undeploy)
+    namespace: Mapped[str] = mapped_column(String(63), default="", server_default="")
     endpoint: Mapped[str] = mapped_column(String(500), default="")
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    port: Mapped[int | None] = mapped_column(Integer)  # local: the gateway's port
+    status: Mapped[str] = mapped_column(String(20), default="running")  # a DeploymentStatus value
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    follows_config: Mapped[str | None] = mapped_column(String(255), index=True)  # config path; NULL: pinned
+    created_by: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    stopped_at: Mapped[datetime | None]
+
+
+class Rollout(Base):
+    """One switch of a deployment's version: deploy (from nothing), manual, follow, or undeploy (to nothing)."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_deployment_started", "deployment_id", "started_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
+    from_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    to_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # deploy | manual | follow | undeploy
+    actor: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # succeeded | failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    switch_s: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A deployment's API key: its public id and sha256 only (the key is shown once and never stored)."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
 
 
 class AuditEvent(Base):

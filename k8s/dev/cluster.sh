@@ -21,6 +21,14 @@ export KWOK_WORKDIR="$K8S_HOME/kwok"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [[ -x "$GO" ]] || GO=/usr/local/go/bin/go
 
+# Optional metrics-server (LFOPS_K8S_METRICS=1): resource metrics from kwok's simulated usage, so that a
+# HorizontalPodAutoscaler really scales. Built from the Go module proxy into its own cache directory.
+METRICS=${LFOPS_K8S_METRICS:-0}
+METRICS_SERVER_VERSION=${LFOPS_METRICS_SERVER_VERSION:-0.8.0}
+MS_DIR="$CACHE_ROOT/metrics-server-v${METRICS_SERVER_VERSION}"
+# what kwokctl would download; it finds it in its manifest cache instead (made from the module's manifests/base)
+MS_MANIFEST_URL="https://github.com/kubernetes-sigs/metrics-server/releases/download/v${METRICS_SERVER_VERSION}/components.yaml"
+
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 ALL_BINS=("${KUBE_CMDS[@]}" etcd kwok kwokctl)
 
@@ -116,7 +124,33 @@ build_kwok() {
     "sigs.k8s.io/kwok/cmd/kwok@v${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwokctl@v${KWOK_VERSION}"
 }
 
+have_metrics_server() { [[ -x "$MS_DIR/bin/metrics-server" && -s "$MS_DIR/components.yaml" ]]; }
+
+build_metrics_server() {
+  have_metrics_server && return 0
+  go_env
+  mkdir -p "$MS_DIR"
+  exec 7>"$MS_DIR/.build.lock"
+  flock 7
+  have_metrics_server && return 0
+  log "building metrics-server v${METRICS_SERVER_VERSION} into $MS_DIR"
+  rm -rf "$MS_DIR/bin.partial"
+  # its go.mod has no replace directives; --version prints client-go's gitVersion (kwokctl parses it)
+  GOBIN="$MS_DIR/bin.partial" "$GO" install -trimpath \
+    -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=v${METRICS_SERVER_VERSION}" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@v${METRICS_SERVER_VERSION}"
+  local dir
+  dir=$("$GO" mod download -json "sigs.k8s.io/metrics-server@v${METRICS_SERVER_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir/manifests/base" ]] || die "no manifests/base in sigs.k8s.io/metrics-server@v${METRICS_SERVER_VERSION}"
+  "$BIN_DIR/kubectl" kustomize "$dir/manifests/base" >"$MS_DIR/components.yaml.partial"
+  mv -f "$MS_DIR/components.yaml.partial" "$MS_DIR/components.yaml"
+  mkdir -p "$MS_DIR/bin"; mv -f "$MS_DIR/bin.partial/metrics-server" "$MS_DIR/bin/metrics-server"
+  rm -rf "$MS_DIR/bin.partial"
+  exec 7>&-
+}
+
 cmd_build() {
+  if [[ "$METRICS" == 1 ]] && have_all_bins; then build_metrics_server; fi
   if have_all_bins && have_stages; then
     log "binaries already built in $BIN_DIR"
     return 0
@@ -152,6 +186,7 @@ cmd_build() {
   rm -rf "$TMP_BIN"
   have_stages || copy_kwok_stages
   have_all_bins || die "build finished but binaries are missing in $BIN_DIR"
+  if [[ "$METRICS" == 1 ]]; then build_metrics_server; fi
   log "build done in $((SECONDS - t0))s"
 }
 
@@ -202,6 +237,16 @@ options:
   components: [etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok-controller]
   enableCRDs: [Logs, ClusterLogs]
 YAML
+    if [[ "$METRICS" == 1 ]]; then
+      # kwok serves /metrics/nodes/<node>/metrics/resource from simulated usage (its default Metric, and
+      # usage from the pod annotations kwok.x-k8s.io/usage-cpu and -memory); metrics-server scrapes it
+      cat <<YAML
+  enableMetricsServer: true
+  metricsServerVersion: v${METRICS_SERVER_VERSION}
+  metricsServerBinary: ${MS_DIR}/bin/metrics-server
+  metricsServerManifests: ["${MS_MANIFEST_URL}"]
+YAML
+    fi
     # kwokctl only adds its default stages when the config has no Stage at all, so ship them
     # (copied from the kwok module at build time) together with our own.
     for s in node-initialize node-heartbeat-with-lease pod-ready pod-complete pod-delete; do
@@ -356,6 +401,8 @@ metadata:
   annotations:
     kwok.x-k8s.io/node: fake
     node.alpha.kubernetes.io/ttl: "0"
+    # where metrics-server reads this node's resource metrics: kwok serves every node on one port
+    metrics.k8s.io/resource-metrics-path: /metrics/nodes/gpu-node-$i/metrics/resource
   labels:
     type: kwok
     kubernetes.io/arch: amd64
@@ -429,6 +476,12 @@ cmd_start() {
       die "LFOPS_K8S_APISERVER_PORT=$port is already in use"
     fi
     write_config
+    if [[ "$METRICS" == 1 ]]; then
+      have_metrics_server || die "metrics-server missing in $MS_DIR: run 'LFOPS_K8S_METRICS=1 $0 build' first"
+      local manifest_cache="$K8S_HOME/cache/manifest"
+      mkdir -p "$manifest_cache"
+      cp "$MS_DIR/components.yaml" "$manifest_cache/$(printf %s "$MS_MANIFEST_URL" | sha256sum | cut -d' ' -f1).yaml"
+    fi
     log "creating cluster '$CLUSTER_NAME' (state in $CLUSTER_DIR)"
     # --kubeconfig '' : do not touch ~/.kube/config
     kwokctl -c "$CONFIG_PATH" create cluster --runtime binary --kubeconfig '' \
