@@ -26,11 +26,19 @@ import git
 from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
-from backend.errors import Conflict, GitFailure, LfopsError
+from backend.errors import Conflict, GitFailure
+from backend.names import check_branch, check_name  # noqa: F401 - their home before backend.names
 
 _CRED_RE = re.compile(r"(//[^/@\s:]+):[^@\s/]+@")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ZERO = "0" * 40
+
+
+class BranchExists(Conflict):
+    """A push that creates a branch found it already on origin."""
+
+
+class LostRace(Conflict):
+    """A push lost a race for a branch: it moved on origin (or another push held its ref lock) after we read it."""
 
 
 def _git_env(env: dict | None = None) -> dict[str, str]:
@@ -41,24 +49,6 @@ def _git_env(env: dict | None = None) -> dict[str, str]:
 def redact(text: str) -> str:
     """Remove credentials embedded in Git URLs (https://user:token@host) from a message."""
     return _CRED_RE.sub(r"\1:***@", text)
-
-
-def check_name(value: str, field: str = "name") -> str:
-    """A config name or branch segment: letters, digits, '.', '_' and '-', no '..', no leading dot."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value or value.endswith((".lock", ".")):
-        raise LfopsError(
-            f"{field}: {value!r} is not allowed (use letters, digits, '.', '_', '-'; no '..', spaces or '/'; "
-            "at most 100 characters)"
-        )
-    return value
-
-
-def check_branch(branch: str) -> str:
-    """Segments as for names; that is stricter than `git check-ref-format --branch`, so no Git call is needed."""
-    parts = branch.split("/") if isinstance(branch, str) else [""]
-    for part in parts:
-        check_name(part, "branch")
-    return branch
 
 
 @dataclass(frozen=True)
@@ -73,16 +63,6 @@ class Identity:
             "GIT_COMMITTER_NAME": self.name,
             "GIT_COMMITTER_EMAIL": self.email,
         }
-
-
-def trailers(**values: str | list[str]) -> str:
-    """Commit trailers ("Config-Hash: ...") from keyword arguments (Config_Hash -> Config-Hash)."""
-    lines = []
-    for key, value in values.items():
-        for v in value if isinstance(value, list) else [value]:
-            if v:
-                lines.append(f"{key.replace('_', '-')}: {v}")
-    return "\n".join(lines)
 
 
 class TreeFiles:
@@ -269,20 +249,25 @@ class GitStore:
         """The change `head` makes to `path` since its merge base with `base` (what a reviewer reads)."""
         return self.git("diff", "--no-color", "--no-ext-diff", f"{base}...{head}", "--", path)
 
-    def log(self, ref: str, path: str | None = None, limit: int = 50) -> list[dict]:
-        """Commits of `ref` (newest first) with their trailers, as Git itself finds the trailer block."""
-        args = ["log", f"-{limit}", "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%(trailers:only,unfold)%x1e", ref]
+    def log(self, ref: str, path: str | None = None, limit: int | None = 50, merges_only: bool = False) -> list[dict]:
+        """Commits of `ref` (newest first) with their parents and trailers, as Git itself finds the trailer block;
+        `merges_only`: the merges on `ref`'s first-parent line (what lfops' merges into main are)."""
+        fmt = "%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%(trailers:only,unfold)%x1e"
+        args = ["log", *([f"-{limit}"] if limit else []), f"--format={fmt}", ref]
+        if merges_only:
+            args[1:1] = ["--merges", "--first-parent"]
         if path:
             args += ["--", path]
         out = self.git(*args)
         entries = []
         for record in out.split("\x1e"):
             fields = record.strip("\n").split("\x1f")
-            if len(fields) == 6:
-                sha, name, email, date, subject, trailer_lines = fields
+            if len(fields) == 7:
+                sha, parents, name, email, date, subject, trailer_lines = fields
                 entries.append(
                     {
                         "commit": sha,
+                        "parents": parents.split(),
                         "author": name,
                         "email": email,
                         "date": date,
@@ -304,18 +289,23 @@ class GitStore:
         what keeps a save close to raw git's cost.
         """
         repo = self.objects()
-        blob = self._store(repo, "blob", content.encode())
-        root = repo.commit(parent).tree.binsha
-        tree = self._tree_with(repo, root, path.split("/"), blob)
-        if tree == root:
-            raise Conflict(f"{path} on {self.main} is already exactly this config: nothing to change")
-        stamp = f"{int(time.time())} +0000"
-        raw = (
-            f"tree {tree.hex()}\nparent {parent}\n"
-            f"author {identity.name} <{identity.email}> {stamp}\n"
-            f"committer {identity.name} <{identity.email}> {stamp}\n\n{message}"
-        )
-        return self._store(repo, "commit", raw.encode()).hex()
+        try:
+            blob = self._store(repo, "blob", content.encode())
+            root = repo.commit(parent).tree.binsha
+            tree = self._tree_with(repo, root, path.split("/"), blob)
+            if tree == root:
+                raise Conflict(f"{path} on {self.main} is already exactly this config: nothing to change")
+            stamp = f"{int(time.time())} +0000"
+            raw = (
+                f"tree {tree.hex()}\nparent {parent}\n"
+                f"author {identity.name} <{identity.email}> {stamp}\n"
+                f"committer {identity.name} <{identity.email}> {stamp}\n\n{message}"
+            )
+            return self._store(repo, "commit", raw.encode()).hex()
+        except (OSError, git.GitError, ValueError) as exc:
+            # a full disk, a read-only mirror: one line; a loose object half-written is never referenced by a ref
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
+            raise GitFailure(f"cannot write the commit into the mirror {self.mirror_dir}: {reason}") from None
 
     @staticmethod
     def _store(repo: git.Repo, kind: str, data: bytes) -> bytes:
@@ -354,26 +344,52 @@ class GitStore:
         ).strip()
 
     def push(self, commit: str, branch: str, expect: str | None) -> None:
-        """Point origin's `branch` at `commit` only if it is now at `expect` (None: only if it does not exist)."""
+        """Point origin's `branch` at `commit` only if it is now at `expect` (None: only if it does not exist).
+
+        A refused push is judged by what origin holds afterwards, not by git's wording (a ref-lock race reads
+        "failed to update ref", a stale lease "stale info"): the branch already at `commit` is success (an earlier
+        try landed), a branch that exists where none was expected is BranchExists, one that moved is LostRace, and
+        anything else (a hook's refusal, a full disk) is GitFailure with git's last line.
+        """
         lease = f"--force-with-lease=refs/heads/{branch}:{expect or ''}"
         proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
-        if proc.returncode != 0:
-            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
-            if "stale info" in text or "fetch first" in text or "already exists" in text:
-                if expect is None:
-                    raise Conflict(f"branch {branch!r} already exists on origin; choose another name")
-                raise Conflict(f"branch {branch!r} moved on origin while this change was prepared; try again")
-            last = [ln for ln in text.splitlines() if ln.strip()]
-            raise GitFailure(f"push of {branch!r} to origin was rejected: {last[-1] if last else 'no output'}")
+        if proc.returncode == 0:
+            return
+        text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
+        lines = [ln for ln in text.splitlines() if ln.strip() and ln.strip() != "Done"]
+        refused = GitFailure(f"push of {branch!r} to origin was rejected: {lines[-1] if lines else 'no output'}")
+        try:
+            now = self.remote_head(branch)
+        except GitFailure:
+            raise refused from None
+        if now == commit:
+            return
+        if expect is None and now is not None:
+            raise BranchExists(f"branch {branch!r} already exists on origin; choose another name")
+        if expect is not None and now != expect:
+            raise LostRace(f"branch {branch!r} moved on origin while this change was prepared; try again")
+        raise refused
 
     def delete_branch(self, branch: str, expect: str) -> None:
+        """Delete origin's `branch` if it still points at `expect`; a branch already gone is fine (idempotent)."""
         lease = f"--force-with-lease=refs/heads/{branch}:{expect}"
         proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
-        if proc.returncode != 0:
+        if proc.returncode != 0 and self.remote_head(branch) is not None:
             err = redact(proc.stderr.decode(errors="replace").strip())
             raise GitFailure(f"could not delete branch {branch!r} on origin: {err}")
         with self._locked():
             self.git("update-ref", "-d", f"refs/remotes/origin/{branch}", check=False)
+
+    def branches(self) -> dict[str, str]:
+        """Origin's branches as the mirror last fetched them: name -> commit."""
+        prefix = "refs/remotes/origin/"
+        out = self.git("for-each-ref", "--format=%(refname)%00%(objectname)", prefix)
+        heads = {}
+        for line in out.splitlines():
+            ref, _, sha = line.partition("\0")
+            if ref != prefix + "HEAD":
+                heads[ref.removeprefix(prefix)] = sha
+        return heads
 
 
 def parse_trailers(message: str) -> dict[str, list[str]]:

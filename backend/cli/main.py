@@ -12,7 +12,21 @@ import sys
 from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 
-from backend.cli import cluster, config, db, lineage, log, registry, review, runs, save, user, validate, workspace
+from backend.cli import (
+    cluster,
+    config,
+    db,
+    doctor,
+    lineage,
+    log,
+    registry,
+    review,
+    runs,
+    save,
+    user,
+    validate,
+    workspace,
+)
 from backend.cli.common import Register
 from backend.errors import LfopsError
 
@@ -37,6 +51,7 @@ COMMANDS: tuple[Register | None, ...] = (
     registry.register,
     lineage.register,
     runs.register_reproduce,
+    doctor.register,
 )
 
 
