@@ -337,7 +337,8 @@ class GitStore:
                 "update the change request's branch first"
             )
         if proc.returncode != 0:
-            raise GitFailure(f"git merge-tree failed: {proc.stderr.decode(errors='replace').strip()}")
+            lines = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise GitFailure(f"git merge-tree failed: {redact(lines[-1]) if lines else f'exit {proc.returncode}'}")
         tree = out.splitlines()[0].strip()
         return self.git(
             "commit-tree", tree, "-p", main, "-p", head, "-F", "-", env=identity.env(), input=message

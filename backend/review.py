@@ -439,6 +439,7 @@ class ChangeRequests:
                 from backend.reconcile.change_requests import Reconciler  # the reconcile builds on this module
 
                 if Reconciler(self.store, self.repo).settle_merged(cr_id):  # an earlier merge of it that stopped
+                    self._drop_merged_branch(view)
                     return self.get(actor, cr_id)
                 raise Conflict(f"change request #{cr_id}'s commit is already on {self.repo.main}")
             message = provenance.commit_message(
@@ -467,12 +468,15 @@ class ChangeRequests:
                 record_merge(s, cr_id, merge, actor.id, actor.name, merged_cfg, dataset_version, approver_lines)
                 result = _view(_get(s, cr_id))
             crash_point("merge.recorded")
-            try:
-                self.repo.delete_branch(view.branch, view.head_commit)
-            except LfopsError:
-                pass  # a leftover merged branch is harmless; the reconcile deletes it
+            self._drop_merged_branch(view)
             return result
         raise Conflict(f"{self.repo.main} kept moving while merging change request #{cr_id}; try again")
+
+    def _drop_merged_branch(self, view: ChangeRequestView) -> None:
+        try:
+            self.repo.delete_branch(view.branch, view.head_commit)
+        except LfopsError:
+            pass  # a leftover merged branch is harmless; the reconcile deletes it
 
     def _check_head_claims(self, cr_id: int, head: str) -> None:
         """What is merged is the head the database approved; its trailers must say the same (never trusted alone)."""

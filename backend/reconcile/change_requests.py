@@ -115,6 +115,8 @@ class Reconciler:
             finding = self._check_row(row, heads, main, merges, repair, stale_after, owned)
             if finding:
                 findings.append(finding)
+        if repair:  # the branches are judged by the requests as the repairs left them (a merge recorded just now)
+            rows = self._rows()
         for branch, sha in sorted(heads.items()):
             if branch not in owned:
                 finding = self._check_branch(branch, sha, rows, repair)
