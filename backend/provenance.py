@@ -162,6 +162,15 @@ def verify(s: Session, commit: str, parents: list[str], trailers: dict[str, list
     return save_mismatches(cr, commit, claims)
 
 
+def head_mismatches(cr: ChangeRequest, commit: str, trailers: dict[str, list[str]]) -> list[str]:
+    """A change request's head commit against the request: its trailers must name this request, and match it."""
+    claims = Claims.of(trailers)
+    number = claims.change_request()
+    if number != cr.id:
+        return [f"they name change request {'#' + str(number) if number else 'none'}, not #{cr.id}"]
+    return save_mismatches(cr, commit, claims)
+
+
 def save_mismatches(cr: ChangeRequest, commit: str, claims: Claims) -> list[str]:
     """A save commit's claims against its change request."""
     problems = []

@@ -484,7 +484,7 @@ class ChangeRequests:
             self.repo.fetch()
         entry = self.repo.log(head, limit=1)[0]
         with self.store.session() as s:
-            problems = provenance.verify(s, entry["commit"], entry["parents"], entry["trailers"])
+            problems = provenance.head_mismatches(_get(s, cr_id), entry["commit"], entry["trailers"])
         if problems:
             raise Conflict(
                 f"change request #{cr_id}: its commit's trailers do not match the database ({problems[0]}); not merged"
