@@ -304,8 +304,7 @@ class GitStore:
             return self._store(repo, "commit", raw.encode()).hex()
         except (OSError, git.GitError, ValueError) as exc:
             # a full disk, a read-only mirror: one line; a loose object half-written is never referenced by a ref
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1]
-            raise GitFailure(f"cannot write the commit into the mirror {self.mirror_dir}: {reason}") from None
+            raise GitFailure(f"cannot write the commit into the mirror {self.mirror_dir}: {_reason(exc)}") from None
 
     @staticmethod
     def _store(repo: git.Repo, kind: str, data: bytes) -> bytes:
@@ -357,8 +356,7 @@ class GitStore:
         if proc.returncode == 0:
             return
         text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
-        lines = [ln for ln in text.splitlines() if ln.strip() and ln.strip() != "Done"]
-        refused = GitFailure(f"push of {branch!r} to origin was rejected: {lines[-1] if lines else 'no output'}")
+        refused = GitFailure(f"push of {branch!r} to origin was rejected: {_push_reason(text)}")
         try:
             now = self.remote_head(branch)
         except GitFailure:
@@ -391,6 +389,29 @@ class GitStore:
             if ref != prefix + "HEAD":
                 heads[ref.removeprefix(prefix)] = sha
         return heads
+
+
+def _push_reason(text: str) -> str:
+    """The line of a refused push's output that says why: what the remote said (its errors first), else git's
+    verdict on the ref, else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() != "Done"]
+    remote = [line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")]
+    remote = [line for line in remote if line]
+    errors = [line for line in remote if line.startswith(("fatal:", "error:"))]
+    if errors or remote:
+        return (errors or remote)[0].removeprefix("fatal:").removeprefix("error:").strip()
+    verdicts = [line.split("\t")[-1] for line in lines if line.startswith("!")]
+    return verdicts[0] if verdicts else (lines[-1] if lines else "no output")
+
+
+def _reason(exc: BaseException) -> str:
+    """The one line that says why an object write failed (GitPython's errors span several lines)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    raw = exc.args[2] if isinstance(exc, git.GitCommandError) and len(exc.args) > 2 else str(exc)
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return redact(lines[-1].removeprefix("fatal: ")) if lines else type(exc).__name__
 
 
 def parse_trailers(message: str) -> dict[str, list[str]]:
