@@ -185,3 +185,26 @@ def _save_job(target: h.Target, name: str) -> dict:
 
 def _head(env) -> str:
     return env.origin_git("rev-parse", "refs/heads/alice/pushed").strip()[:12]
+
+
+def test_the_app_reconciles_at_start_and_then_periodically(env):
+    import time
+
+    from backend.reconcile.periodic import PeriodicReconcile
+
+    alice = env.actor("alice")
+    first = env.ws.changes.save(alice, h.Target(env.ws, env.passwords).example_yaml(16), "p1", "msg")
+    env.origin_git("update-ref", "-d", "refs/heads/alice/p1")
+    reconciler = PeriodicReconcile(env.ws, interval=0.2)
+    assert [f.subject for f in reconciler.run_once()] == [f"change request #{first.change_request}"]
+    second = env.ws.changes.save(alice, h.Target(env.ws, env.passwords).example_yaml(17), "p2", "msg")
+    env.origin_git("update-ref", "-d", "refs/heads/alice/p2")
+    reconciler.start()
+    try:
+        deadline = time.monotonic() + 30
+        while env.ws.changes.get(alice, second.change_request).status != ChangeRequestStatus.CLOSED:
+            assert time.monotonic() < deadline, "the periodic pass did not repair"
+            time.sleep(0.1)
+    finally:
+        reconciler.stop()
+    assert env.ws.changes.get(alice, first.change_request).status == ChangeRequestStatus.CLOSED
