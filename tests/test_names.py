@@ -7,7 +7,7 @@ import pytest
 
 from backend.cli import main
 from backend.errors import LfopsError, NotFound, SettingsError
-from backend.names import BRANCH_MAX, ID_MAX, check_branch, check_name
+from backend.names import BRANCH_MAX, CONFIG_PATH_MAX, ID_MAX, NAME_MAX, check_branch, check_name
 from backend.settings import Settings
 from tests.snapshots import snapshot
 
@@ -70,6 +70,7 @@ def test_the_rule_is_gits_own_within_our_characters():
         with pytest.raises(LfopsError):
             check_branch(bad, main="main")
     assert check_name("rank16") == "rank16"
+    assert len(f"configs/{'x' * NAME_MAX}.yaml") <= CONFIG_PATH_MAX  # the longest name's path fits its columns
 
 
 def test_the_main_branch_setting_follows_the_same_rule(monkeypatch, tmp_path):
