@@ -374,11 +374,12 @@ def drive(
     tally = Tally()
     with nullcontext(workers) if workers else Workers(target) as running:
         duration = 0.0
-        if random_kills:
-            timing = running.run(job(-1))
-            if timing.kind != DONE:
-                raise RuntimeError(f"the uncrashed {steps[0].split('.')[0]} failed: {timing.error}")
-            duration = timing.seconds
+        if random_kills:  # the fastest of three uncrashed runs: random kills then land inside the operation
+            timings = [running.run(job(-1 - n)) for n in range(3)]
+            failed = [t.error for t in timings if t.kind != DONE]
+            if failed:
+                raise RuntimeError(f"the uncrashed {steps[0].split('.')[0]} failed: {failed[0]}")
+            duration = min(t.seconds for t in timings)
         for i, (point, delay) in enumerate(kill_plan(steps, kills, seed, duration)):
             tally.record(target, running.run(job(i), crash_at=point, kill_after=delay))
     return tally.result()
