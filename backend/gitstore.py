@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ class GitStore:
         proc = self._proc(args, env=env, input=input)
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
-            raise GitFailure(f"git {args[0]} failed: {redact(err.splitlines()[-1] if err else 'no output')}")
+            raise GitFailure(f"git {args[0]} failed: {redact(_error_line(err))}")
         return proc.stdout
 
     def git(self, *args: str, env: dict | None = None, input: str | None = None, check: bool = True) -> str:
@@ -140,14 +140,31 @@ class GitStore:
         return self._run(list(args))
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise ref updates of the mirror across threads and processes (objects need no lock)."""
-        with self._thread_lock, open(self._lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+    def _locked(self, shared: bool = False) -> Iterator[None]:
+        """Ref updates of the mirror, across threads and processes (objects need no lock): pushes, which update the
+        mirror's copy of the one branch they push, share the lock; a fetch or a ref deletion holds it alone.
+
+        Whoever holds it alone knows that no lfops git process is writing refs here, so a ref lock file still present
+        was left by one that was killed mid-update: it is removed (until then git refuses every update of that ref,
+        "Unable to create '...lock': File exists", and every fetch with it).
+        """
+        with ExitStack() as stack:
+            if not shared:
+                stack.enter_context(self._thread_lock)
+            fh = stack.enter_context(open(self._lock_path, "a"))
+            fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
+                if not shared:
+                    self._remove_stale_ref_locks()
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _remove_stale_ref_locks(self) -> None:
+        """Only while holding the lock alone (see `_locked`)."""
+        top = [self.mirror_dir / name for name in ("packed-refs.lock", "HEAD.lock", "shallow.lock")]
+        for lock in [*top, *(self.mirror_dir / "refs").rglob("*.lock")]:
+            lock.unlink(missing_ok=True)
 
     def objects(self) -> git.Repo:
         """This thread's GitPython view of the mirror; its `cat-file --batch` process lives as long as the thread."""
@@ -352,7 +369,8 @@ class GitStore:
         anything else (a hook's refusal, a full disk) is GitFailure with git's last line.
         """
         lease = f"--force-with-lease=refs/heads/{branch}:{expect or ''}"
-        proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
+        with self._locked(shared=True):
+            proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
         if proc.returncode == 0:
             return
         text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip())
@@ -372,7 +390,8 @@ class GitStore:
     def delete_branch(self, branch: str, expect: str) -> None:
         """Delete origin's `branch` if it still points at `expect`; a branch already gone is fine (idempotent)."""
         lease = f"--force-with-lease=refs/heads/{branch}:{expect}"
-        proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
+        with self._locked(shared=True):
+            proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
         if proc.returncode != 0 and self.remote_head(branch) is not None:
             err = redact(proc.stderr.decode(errors="replace").strip())
             raise GitFailure(f"could not delete branch {branch!r} on origin: {err}")
@@ -389,6 +408,13 @@ class GitStore:
             if ref != prefix + "HEAD":
                 heads[ref.removeprefix(prefix)] = sha
         return heads
+
+
+def _error_line(text: str) -> str:
+    """The line of git's output that says what went wrong: its first `fatal:`/`error:` line, else its last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (errors or lines or ["no output"])[0 if errors else -1]
 
 
 def _push_reason(text: str) -> str:

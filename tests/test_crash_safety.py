@@ -208,3 +208,16 @@ def test_the_app_reconciles_at_start_and_then_periodically(env):
     finally:
         reconciler.stop()
     assert env.ws.changes.get(alice, first.change_request).status == ChangeRequestStatus.CLOSED
+
+
+def test_a_ref_lock_left_in_the_mirror_by_a_killed_git_is_cleared(env):
+    """A git killed mid-update leaves `<ref>.lock`; git then refuses that ref ("File exists") until it is removed."""
+    mirror = env.ws.settings.mirror_dir
+    env.ws.repo.fetch()
+    for lock in (mirror / "refs" / "remotes" / "origin" / "main.lock", mirror / "packed-refs.lock"):
+        lock.write_text("")
+    saved = env.ws.changes.save(env.actor("alice"), h.Target(env.ws, env.passwords).example_yaml(18), "locked", "m")
+    env.origin_git("update-ref", "refs/heads/main", saved.commit)  # main moves: the fetch must update its copy
+    env.ws.repo.fetch()  # would fail with "Unable to create '.../main.lock': File exists"
+    assert env.ws.repo.branches()["main"] == saved.commit
+    assert list(mirror.rglob("*.lock")) == []

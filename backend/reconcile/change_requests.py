@@ -109,9 +109,12 @@ class Reconciler:
                 Finding(STATUS_DIFFERS, f"branch {self.repo.main}", "origin has no main branch", "none: fix origin")
             ]
         merges = self._merges()
+        merged_on_main = {m.sha for found in merges.values() for m in found}
         findings: list[Finding] = []
         owned: set[str] = set()
         for row in rows.values():
+            if row.status == ChangeRequestStatus.MERGED and row.merged_commit in merged_on_main:
+                continue  # the common case, settled without a git call per merged request
             finding = self._check_row(row, heads, main, merges, repair, stale_after, owned)
             if finding:
                 findings.append(finding)

@@ -180,6 +180,7 @@ class Workers:
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             line = self._line(timeout=60)
+            _remote_recovers(self.target.origin)
         seconds = time.monotonic() - started
         while line is not None and line.startswith("error "):
             error = line.split(" ", 2)[2]
@@ -196,6 +197,14 @@ class Workers:
         if code == 0:
             return Outcome(DONE, seconds)
         return Outcome(FAILED, seconds, error or f"exit {code}")
+
+
+def _remote_recovers(origin: Path) -> None:
+    """What a real remote does for itself: the kill took the local origin's receive-pack along (same process group,
+    which a server's never is), so a ref lock it held is removed as the server's own recovery would. lfops never
+    touches origin's files; the mirror's stale locks are lfops' own to clear (backend.gitstore)."""
+    for lock in [origin / "packed-refs.lock", *(origin / "refs").rglob("*.lock")]:
+        lock.unlink(missing_ok=True)
 
 
 def _serve() -> None:
