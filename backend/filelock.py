@@ -9,13 +9,15 @@ from pathlib import Path
 
 
 @contextmanager
-def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive flock on `path` (created if missing) for the block; yields False at once instead of waiting
-    when `wait` is off and another open file description holds it. The lock ends with the block or the process."""
+def file_lock(path: Path, wait: bool = True, shared: bool = False) -> Iterator[bool]:
+    """Hold an exclusive (or `shared`) flock on `path` (created if missing) for the block; yields False at once
+    instead of waiting when `wait` is off and another open file description holds it. The lock ends with the block
+    or the process."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, mode if wait else mode | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import subprocess
 import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +24,20 @@ import git
 from git.objects.fun import tree_entries_from_data, tree_to_stream
 from gitdb import IStream
 
-from backend.errors import Conflict, GitFailure, LfopsError
+from backend.errors import Conflict, GitFailure
 from backend.filelock import file_lock
+from backend.names import check_branch, check_name  # noqa: F401 - their home before backend.names
 from backend.redaction import redact
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ZERO = "0" * 40
+
+
+class BranchExists(Conflict):
+    """A push that creates a branch found it already on origin."""
+
+
+class LostRace(Conflict):
+    """A push lost a race for a branch: it moved on origin (or another push held its ref lock) after we read it."""
 
 
 def _git_env(env: dict | None = None) -> dict[str, str]:
@@ -38,22 +45,6 @@ def _git_env(env: dict | None = None) -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
 
 
-def check_name(value: str, field: str = "name") -> str:
-    """A config name or branch segment: letters, digits, '.', '_' and '-', no '..', no leading dot."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value or value.endswith((".lock", ".")):
-        raise LfopsError(
-            f"{field}: {value!r} is not allowed (use letters, digits, '.', '_', '-'; no '..', spaces or '/'; "
-            "at most 100 characters)"
-        )
-    return value
-
-
-def check_branch(branch: str) -> str:
-    """Segments as for names; that is stricter than `git check-ref-format --branch`, so no Git call is needed."""
-    parts = branch.split("/") if isinstance(branch, str) else [""]
-    for part in parts:
-        check_name(part, "branch")
-    return branch
 
 
 @dataclass(frozen=True)
@@ -68,16 +59,6 @@ class Identity:
             "GIT_COMMITTER_NAME": self.name,
             "GIT_COMMITTER_EMAIL": self.email,
         }
-
-
-def trailers(**values: str | list[str]) -> str:
-    """Commit trailers ("Config-Hash: ...") from keyword arguments (Config_Hash -> Config-Hash)."""
-    lines = []
-    for key, value in values.items():
-        for v in value if isinstance(value, list) else [value]:
-            if v:
-                lines.append(f"{key.replace('_', '-')}: {v}")
-    return "\n".join(lines)
 
 
 class TreeFiles:
@@ -181,8 +162,7 @@ class GitStore:
         proc = self._proc(args, env=env, input=input)
         if check and proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
-            last = err.splitlines()[-1] if err else "no output"
-            raise GitFailure(f"git {args[0]} failed: {redact(last, self.remote_url)}")
+            raise GitFailure(f"git {args[0]} failed: {redact(_error_line(err), self.remote_url)}")
         return proc.stdout
 
     def git(self, *args: str, env: dict | None = None, input: str | None = None, check: bool = True) -> str:
@@ -192,10 +172,27 @@ class GitStore:
         return self._run(list(args))
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise ref updates of the mirror across threads and processes (objects need no lock)."""
-        with self._thread_lock, file_lock(self._lock_path):
+    def _locked(self, shared: bool = False) -> Iterator[None]:
+        """Ref updates of the mirror, across threads and processes (objects need no lock): pushes, which update the
+        mirror's copy of the one branch they push, share the lock; a fetch or a ref deletion holds it alone.
+
+        Whoever holds it alone knows that no lfops git process is writing refs here, so a ref lock file still present
+        was left by one that was killed mid-update: it is removed (until then git refuses every update of that ref,
+        "Unable to create '...lock': File exists", and every fetch with it).
+        """
+        with ExitStack() as stack:
+            if not shared:
+                stack.enter_context(self._thread_lock)
+            stack.enter_context(file_lock(self._lock_path, shared=shared))
+            if not shared:
+                self._remove_stale_ref_locks()
             yield
+
+    def _remove_stale_ref_locks(self) -> None:
+        """Only while holding the lock alone (see `_locked`)."""
+        top = [self.mirror_dir / name for name in ("packed-refs.lock", "HEAD.lock", "shallow.lock")]
+        for lock in [*top, *(self.mirror_dir / "refs").rglob("*.lock")]:
+            lock.unlink(missing_ok=True)
 
     def objects(self) -> git.Repo:
         """This thread's GitPython view of the mirror; its `cat-file --batch` process lives as long as the thread."""
@@ -302,20 +299,25 @@ class GitStore:
         """The change `head` makes to `path` since its merge base with `base` (what a reviewer reads)."""
         return self.git("diff", "--no-color", "--no-ext-diff", f"{base}...{head}", "--", path)
 
-    def log(self, ref: str, path: str | None = None, limit: int = 50) -> list[dict]:
-        """Commits of `ref` (newest first) with their trailers, as Git itself finds the trailer block."""
-        args = ["log", f"-{limit}", "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%(trailers:only,unfold)%x1e", ref]
+    def log(self, ref: str, path: str | None = None, limit: int | None = 50, merges_only: bool = False) -> list[dict]:
+        """Commits of `ref` (newest first) with their parents and trailers, as Git itself finds the trailer block;
+        `merges_only`: the merges on `ref`'s first-parent line (what lfops' merges into main are)."""
+        fmt = "%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%(trailers:only,unfold)%x1e"
+        args = ["log", *([f"-{limit}"] if limit else []), f"--format={fmt}", ref]
+        if merges_only:
+            args[1:1] = ["--merges", "--first-parent"]
         if path:
             args += ["--", path]
         out = self.git(*args)
         entries = []
         for record in out.split("\x1e"):
             fields = record.strip("\n").split("\x1f")
-            if len(fields) == 6:
-                sha, name, email, date, subject, trailer_lines = fields
+            if len(fields) == 7:
+                sha, parents, name, email, date, subject, trailer_lines = fields
                 entries.append(
                     {
                         "commit": sha,
+                        "parents": parents.split(),
                         "author": name,
                         "email": email,
                         "date": date,
@@ -337,18 +339,22 @@ class GitStore:
         what keeps a save close to raw git's cost.
         """
         repo = self.objects()
-        blob = self._store(repo, "blob", content.encode())
-        root = repo.commit(parent).tree.binsha
-        tree = self._tree_with(repo, root, path.split("/"), blob)
-        if tree == root:
-            raise Conflict(f"{path} on {self.main} is already exactly this config: nothing to change")
-        stamp = f"{int(time.time())} +0000"
-        raw = (
-            f"tree {tree.hex()}\nparent {parent}\n"
-            f"author {identity.name} <{identity.email}> {stamp}\n"
-            f"committer {identity.name} <{identity.email}> {stamp}\n\n{message}"
-        )
-        return self._store(repo, "commit", raw.encode()).hex()
+        try:
+            blob = self._store(repo, "blob", content.encode())
+            root = repo.commit(parent).tree.binsha
+            tree = self._tree_with(repo, root, path.split("/"), blob)
+            if tree == root:
+                raise Conflict(f"{path} on {self.main} is already exactly this config: nothing to change")
+            stamp = f"{int(time.time())} +0000"
+            raw = (
+                f"tree {tree.hex()}\nparent {parent}\n"
+                f"author {identity.name} <{identity.email}> {stamp}\n"
+                f"committer {identity.name} <{identity.email}> {stamp}\n\n{message}"
+            )
+            return self._store(repo, "commit", raw.encode()).hex()
+        except (OSError, git.GitError, ValueError) as exc:
+            # a full disk, a read-only mirror: one line; a loose object half-written is never referenced by a ref
+            raise GitFailure(f"cannot write the commit into the mirror {self.mirror_dir}: {_reason(exc)}") from None
 
     @staticmethod
     def _store(repo: git.Repo, kind: str, data: bytes) -> bytes:
@@ -380,33 +386,91 @@ class GitStore:
                 "update the change request's branch first"
             )
         if proc.returncode != 0:
-            raise GitFailure(f"git merge-tree failed: {proc.stderr.decode(errors='replace').strip()}")
+            lines = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise GitFailure(f"git merge-tree failed: {redact(lines[-1]) if lines else f'exit {proc.returncode}'}")
         tree = out.splitlines()[0].strip()
         return self.git(
             "commit-tree", tree, "-p", main, "-p", head, "-F", "-", env=identity.env(), input=message
         ).strip()
 
     def push(self, commit: str, branch: str, expect: str | None) -> None:
-        """Point origin's `branch` at `commit` only if it is now at `expect` (None: only if it does not exist)."""
+        """Point origin's `branch` at `commit` only if it is now at `expect` (None: only if it does not exist).
+
+        A refused push is judged by what origin holds afterwards, not by git's wording (a ref-lock race reads
+        "failed to update ref", a stale lease "stale info"): the branch already at `commit` is success (an earlier
+        try landed), a branch that exists where none was expected is BranchExists, one that moved is LostRace, and
+        anything else (a hook's refusal, a full disk) is GitFailure with git's last line.
+        """
         lease = f"--force-with-lease=refs/heads/{branch}:{expect or ''}"
-        proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
-        if proc.returncode != 0:
-            text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip(), self.remote_url)
-            if "stale info" in text or "fetch first" in text or "already exists" in text:
-                if expect is None:
-                    raise Conflict(f"branch {branch!r} already exists on origin; choose another name")
-                raise Conflict(f"branch {branch!r} moved on origin while this change was prepared; try again")
-            last = [ln for ln in text.splitlines() if ln.strip()]
-            raise GitFailure(f"push of {branch!r} to origin was rejected: {last[-1] if last else 'no output'}")
+        with self._locked(shared=True):
+            proc = self._proc(["push", "--porcelain", "--quiet", lease, "origin", f"{commit}:refs/heads/{branch}"])
+        if proc.returncode == 0:
+            return
+        text = redact((proc.stdout + proc.stderr).decode(errors="replace").strip(), self.remote_url)
+        refused = GitFailure(f"push of {branch!r} to origin was rejected: {_push_reason(text)}")
+        try:
+            now = self.remote_head(branch)
+        except GitFailure:
+            raise refused from None
+        if now == commit:
+            return
+        if expect is None and now is not None:
+            raise BranchExists(f"branch {branch!r} already exists on origin; choose another name")
+        if expect is not None and now != expect:
+            raise LostRace(f"branch {branch!r} moved on origin while this change was prepared; try again")
+        raise refused
 
     def delete_branch(self, branch: str, expect: str) -> None:
+        """Delete origin's `branch` if it still points at `expect`; a branch already gone is fine (idempotent)."""
         lease = f"--force-with-lease=refs/heads/{branch}:{expect}"
-        proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
-        if proc.returncode != 0:
+        with self._locked(shared=True):
+            proc = self._proc(["push", "--quiet", lease, "origin", f":refs/heads/{branch}"])
+        if proc.returncode != 0 and self.remote_head(branch) is not None:
             err = redact(proc.stderr.decode(errors="replace").strip(), self.remote_url)
             raise GitFailure(f"could not delete branch {branch!r} on origin: {err}")
         with self._locked():
             self.git("update-ref", "-d", f"refs/remotes/origin/{branch}", check=False)
+
+    def branches(self) -> dict[str, str]:
+        """Origin's branches as the mirror last fetched them: name -> commit."""
+        prefix = "refs/remotes/origin/"
+        out = self.git("for-each-ref", "--format=%(refname)%00%(objectname)", prefix)
+        heads = {}
+        for line in out.splitlines():
+            ref, _, sha = line.partition("\0")
+            if ref != prefix + "HEAD":
+                heads[ref.removeprefix(prefix)] = sha
+        return heads
+
+
+def _error_line(text: str) -> str:
+    """The line of git's output that says what went wrong: its first `fatal:`/`error:` line, else its last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (errors or lines or ["no output"])[0 if errors else -1]
+
+
+def _push_reason(text: str) -> str:
+    """The line of a refused push's output that says why: what the remote said (its errors first), else git's
+    verdict on the ref, else the last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() != "Done"]
+    remote = [line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")]
+    remote = [line for line in remote if line]
+    errors = [line for line in remote if line.startswith(("fatal:", "error:"))]
+    if errors or remote:
+        return (errors or remote)[0].removeprefix("fatal:").removeprefix("error:").strip()
+    verdicts = [line.split("\t")[-1] for line in lines if line.startswith("!")]
+    return verdicts[0] if verdicts else (lines[-1] if lines else "no output")
+
+
+def _reason(exc: BaseException) -> str:
+    """The one line that says why an object write failed (GitPython's errors span several lines)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    raw = exc.args[2] if isinstance(exc, git.GitCommandError) and len(exc.args) > 2 else str(exc)
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return redact(lines[-1].removeprefix("fatal: ")) if lines else type(exc).__name__
 
 
 def parse_trailers(message: str) -> dict[str, list[str]]:

@@ -3,28 +3,45 @@
 The policy lives here: only reviewers and admins decide and merge, nobody decides on their own change, and a merge
 needs an approval that counts (given on the head commit, not by the author: backend/approvals.py) and a config that
 validates in the merged tree.
+
+Git is the truth. Save, merge and close are sequences of steps (`SAVE_STEPS`, `MERGE_STEPS`, `CLOSE_STEPS`, each a
+crash point: backend.failpoints) ordered so that a crash between any two leaves a state that the reconcile
+(backend.change_request_repair) completes, and so that the operation's own last steps are idempotent with
+the reconcile's completion of them (either may finish first). No database transaction is open across a push.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from backend import approvals, audit
+from backend import approvals, audit, provenance
 from backend import config as cfgmod
 from backend.auth import Actor, require
+from backend.change_request_records import open_saved, record_merge
 from backend.config import TrainConfig
 from backend.config_rows import record_config
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, Problem, ValidationFailed
-from backend.gitstore import GitStore, Identity, check_branch, check_name, trailers
+from backend.failpoints import crash_point
+from backend.gitstore import BranchExists, GitStore, Identity, LostRace
+from backend.names import check_branch, check_id, check_name
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.secret_scan import refuse_secrets
 from backend.store import Store
-from backend.store.models import ChangeRequest, Review, utcnow
+from backend.store.models import ChangeRequest, Config, Review, utcnow
+
+# The step boundaries of each operation, in order: where the crash-injection test and bench kill it.
+SAVE_STEPS = ("save.reserved", "save.pushed", "save.opened")
+MERGE_STEPS = ("merge.built", "merge.pushed", "merge.recorded")
+CLOSE_STEPS = ("close.recorded",)
+# A merge that keeps losing the race for main gives up after this many tries (jittered, growing pauses between).
+MERGE_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -152,14 +169,23 @@ class ChangeRequests:
         message: str,
         branch: str | None = None,
     ) -> SaveResult:
-        """Validate, commit `configs/<name>.yaml` on a new branch from main, push it, and open a change request."""
+        """Validate, commit `configs/<name>.yaml` on a new branch from main, push it, and open a change request.
+
+        Steps (SAVE_STEPS), none holding a database transaction across the push:
+        1. reserve: a hidden `saving` row (its id goes into the commit's trailers), the commit (written locally)
+           and its config row, in one short transaction;
+        2. push the branch, only if origin does not have it yet;
+        3. open: `saving` -> `open`, with the audit event.
+        A crash after 1 leaves a hidden row the reconcile drops once stale; after 2, a branch whose row the reconcile
+        (or this save retried) opens. A refused push undoes step 1. The same save again returns what it opened.
+        """
         require(actor, "config.save")
         refuse_secrets({"message": message, "name": name, "branch": branch})  # the title is the message's first line
         check_name(name, "name")
-        branch = check_branch(branch or f"{actor.name}/{name}")
-        message = (message or "").strip()
+        branch = check_branch(branch or f"{actor.name}/{name}", main=self.repo.main)
+        message = provenance.check_user_text((message or "").strip(), "message")
         if not message:
-            raise LfopsError("message: must not be empty")
+            raise LfopsError("message: must not be empty", field="message")
         if isinstance(config, (bytes, str)):
             config = TrainConfig.parse(config, name)
         self.store.check()  # fail before anything reaches the remote
@@ -169,59 +195,124 @@ class ChangeRequests:
             raise ValidationFailed(report.problems, name)
         path = f"configs/{name}.yaml"
         frozen = config.frozen()
-        identity = Identity(actor.name, actor.email)
-        title = message.splitlines()[0][:200]
-        pushed: str | None = None
+        warnings = [str(w) for w in report.warnings]
+        reserved = self._reserve(
+            actor, config, frozen.config_hash, frozen.canonical_yaml, branch, path, base, message, dataset_version
+        )
+        if isinstance(reserved, SaveResult):
+            return replace(reserved, warnings=warnings)
+        cr_id, commit = reserved
+        crash_point("save.reserved")
+        try:
+            owner = self._push_new_branch(commit, branch)
+        except BaseException:
+            self._unreserve(cr_id, commit)
+            raise
+        if owner is not None:  # the branch holds an interrupted save, now recovered
+            self._unreserve(cr_id, commit)
+            return replace(self._same_save(actor, owner, branch, path, frozen.config_hash), warnings=warnings)
+        crash_point("save.pushed")
+        with self.store.session() as s:
+            if not open_saved(s, cr_id, commit, actor.name):
+                cr = s.get(ChangeRequest, cr_id)
+                if cr is None or cr.head_commit != commit or cr.status == ChangeRequestStatus.SAVING:
+                    raise Conflict(
+                        f"change request #{cr_id} was dropped while its push was slow; the next reconcile "
+                        f"(`lfops doctor --repair`) adopts its branch {branch!r}"
+                    )
+        crash_point("save.opened")
+        return SaveResult(cr_id, branch, commit, path, frozen.config_hash, dataset_version, warnings)
+
+    def _reserve(
+        self,
+        actor: Actor,
+        config: TrainConfig,
+        config_hash: str,
+        canonical_yaml: str,
+        branch: str,
+        path: str,
+        base: str,
+        message: str,
+        dataset_version: str,
+    ) -> SaveResult | tuple[int, str]:
+        """Step 1 of a save; or what the same save (same author, branch, config) opened before."""
+        with self.store.session() as s:
+            taken = s.scalars(
+                select(ChangeRequest).where(ChangeRequest.branch == branch, ChangeRequest.status.in_(UNDER_REVIEW))
+            ).first()
+            if taken is not None:
+                if (taken.author_id, taken.config_path, taken.config_hash) == (actor.id, path, config_hash):
+                    return _result(taken)  # e.g. retried after a crash that came after the save was complete
+                raise Conflict(f"branch {branch!r} already has an open change request (#{taken.id})")
+            cr = ChangeRequest(
+                title=message.splitlines()[0][:200],
+                description=message,
+                branch=branch,
+                base_commit=base,
+                head_commit=_NO_COMMIT,
+                config_path=path,
+                config_hash=config_hash,
+                dataset_version=dataset_version,
+                author_id=actor.id,
+                status=ChangeRequestStatus.SAVING,
+            )
+            s.add(cr)
+            s.flush()  # the id goes into the commit's trailers
+            text = provenance.commit_message(
+                message,
+                Config_Hash=config_hash,
+                Dataset_Version=dataset_version,
+                Base_Model=config.base_model,
+                Change_Request=str(cr.id),
+                Config_Path=path,
+                Saved_by=f"{actor.name} <{actor.email}>",
+            )
+            commit = self.repo.commit_file(base, path, canonical_yaml, text, Identity(actor.name, actor.email))
+            cr.head_commit = commit
+            record_config(s, commit, path, config, dataset_version, cr.id, config_hash)
+            return cr.id, commit
+
+    def _unreserve(self, cr_id: int, commit: str) -> None:
+        """Undo step 1 after a refused push. Should the push have landed after all (an answer lost on the way), the
+        branch's trailers let the reconcile adopt it back; should this fail, the reconcile drops the stale row."""
         try:
             with self.store.session() as s:
-                if s.scalar(
-                    select(ChangeRequest.id).where(
-                        ChangeRequest.branch == branch, ChangeRequest.status.in_(UNDER_REVIEW)
+                s.execute(delete(Config).where(Config.change_request_id == cr_id, Config.commit == commit))
+                s.execute(
+                    delete(ChangeRequest).where(
+                        ChangeRequest.id == cr_id, ChangeRequest.status == ChangeRequestStatus.SAVING
                     )
-                ):
-                    raise Conflict(f"branch {branch!r} already has an open change request")
-                cr = ChangeRequest(
-                    title=title,
-                    description=message,
-                    branch=branch,
-                    base_commit=base,
-                    head_commit="0" * 40,
-                    config_path=path,
-                    config_hash=frozen.config_hash,
-                    dataset_version=dataset_version,
-                    author_id=actor.id,
-                    status=ChangeRequestStatus.OPEN,
                 )
-                s.add(cr)
-                s.flush()  # the id goes into the commit's trailers
-                body = trailers(
-                    Config_Hash=cr.config_hash,
-                    Dataset_Version=dataset_version,
-                    Base_Model=config.base_model,
-                    Change_Request=str(cr.id),
-                )
-                commit = self.repo.commit_file(base, path, frozen.canonical_yaml, f"{message}\n\n{body}\n", identity)
-                cr.head_commit = commit
-                record_config(s, commit, path, config, dataset_version, cr.id, frozen.config_hash)
-                audit.record(
-                    s,
-                    actor,
-                    "config.save",
-                    f"change_request:{cr.id}",
-                    branch=branch,
-                    commit=commit,
-                    path=path,
-                    config_hash=cr.config_hash,
-                )
-                self.repo.push(commit, branch, expect=None)
-                pushed = commit
-            cr_id = cr.id
-        except BaseException:
-            if pushed:  # the database refused after the push: take the branch back off the remote
-                self.repo.delete_branch(branch, pushed)
-            raise
-        return SaveResult(
-            cr_id, branch, commit, path, frozen.config_hash, dataset_version, [str(w) for w in report.warnings]
+        except LfopsError:
+            pass
+
+    def _push_new_branch(self, commit: str, branch: str) -> int | None:
+        """Save step 2: push; None once pushed. A branch already there gets the reconcile's rule for it first: an
+        interrupted save on it is completed (its id returned), a leftover of a closed or merged request is removed
+        (and the push tried again); a foreign branch stays, and BranchExists is raised."""
+        try:
+            self.repo.push(commit, branch, expect=None)
+            return None
+        except BranchExists:
+            from backend.change_request_repair import Reconciler  # it completes interrupted saves and merges
+
+            owner = Reconciler(self.store, self.repo).settle_branch(branch)
+            if owner is not None:
+                return owner
+            if self.repo.remote_head(branch) is not None:
+                raise
+        self.repo.push(commit, branch, expect=None)
+        return None
+
+    def _same_save(self, actor: Actor, owner: int, branch: str, path: str, config_hash: str) -> SaveResult:
+        """The request an interrupted save on `branch` opened: this save's result if it is the same save."""
+        with self.store.session() as s:
+            cr = s.get(ChangeRequest, owner)
+            if cr is not None and (cr.author_id, cr.config_path, cr.config_hash) == (actor.id, path, config_hash):
+                return _result(cr)
+        raise Conflict(
+            f"branch {branch!r} already has change request #{owner} (an interrupted save, now recovered); "
+            "choose another name"
         )
 
     # ---- reading ------------------------------------------------------------------------------------------------
@@ -241,6 +332,7 @@ class ChangeRequests:
 
         with self.store.session() as s:
             q = select(ChangeRequest).order_by(ChangeRequest.id.desc()).limit(limit).offset(offset)
+            q = q.where(ChangeRequest.status != ChangeRequestStatus.SAVING)  # a save not yet confirmed is not one
             if wanted:
                 q = q.where(ChangeRequest.status == wanted)
             if author:
@@ -311,6 +403,8 @@ class ChangeRequests:
             return _view(cr)
 
     def close(self, actor: Actor, cr_id: int) -> ChangeRequestView:
+        """Mark the request closed, then delete its branch (CLOSE_STEPS: a crash between leaves a closed request's
+        branch, which the reconcile deletes)."""
         require(actor, "config.save")
         with self.store.session() as s:
             cr = _get(s, cr_id)
@@ -319,15 +413,25 @@ class ChangeRequests:
             if cr.status not in UNDER_REVIEW:
                 raise Conflict(f"change request #{cr.id} is already {cr.status}")
             cr.status = ChangeRequestStatus.CLOSED
+            cr.updated_at = utcnow()
             audit.record(s, actor, "review.close", f"change_request:{cr.id}")
             view = _view(cr)
+        crash_point("close.recorded")
         self.repo.delete_branch(view.branch, view.head_commit)
         return view
 
     # ---- merge --------------------------------------------------------------------------------------------------
 
     def merge(self, actor: Actor, cr_id: int) -> ChangeRequestView:
-        """Merge an approved change request into main with an `Approved-by:` trailer, push, and record it."""
+        """Merge an approved change request into main with `Approved-by:` trailers, push, record it, drop its branch.
+
+        Git first (MERGE_STEPS): once main holds the merge, the request is merged whatever happens next; recording
+        it is idempotent and is what the reconcile does for a merge that stopped after its push (the merge commit's
+        `Change-Request:` trailer names the request), so merging it again after such a crash records it too.
+        A lost race for main (it moved, or another push held its ref lock) rebuilds and revalidates the merge on the
+        new main, up to MERGE_ATTEMPTS times with jittered, growing pauses; every merge's first parent is the main
+        it replaces, so main stays linear.
+        """
         require(actor, "review.merge")
         view = self.get(actor, cr_id)
         if view.status != ChangeRequestStatus.APPROVED:
@@ -335,21 +439,27 @@ class ChangeRequests:
         if not view.approvers:
             raise Conflict(f"change request #{cr_id} has no approval for its current head commit")
         self.store.check()
+        self._check_head_claims(cr_id, view.head_commit)
         with self.store.session() as s:
             approver_lines = approvals.approver_lines(s, cr_id)
-        for _attempt in range(3):  # main may move between our read and our push: rebuild the merge then
+        for attempt in range(MERGE_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # jitter: racing merges spread out
             main = self.repo.sync_main()
             if self.repo.is_ancestor(view.head_commit, main):
+                from backend.change_request_repair import Reconciler  # it completes interrupted saves and merges
+
+                if Reconciler(self.store, self.repo).settle_merged(cr_id):  # an earlier merge of it that stopped
+                    self._drop_merged_branch(view)
+                    return self.get(actor, cr_id)
                 raise Conflict(f"change request #{cr_id}'s commit is already on {self.repo.main}")
-            message = (
-                f"Merge change request #{cr_id}: {view.title}\n\n"
-                + trailers(
-                    Change_Request=str(cr_id),
-                    Config_Hash=view.config_hash,
-                    Dataset_Version=view.dataset_version,
-                    Approved_by=approver_lines,
-                )
-                + "\n"
+            message = provenance.commit_message(
+                f"Merge change request #{cr_id}: {view.title}",
+                Change_Request=str(cr_id),
+                Config_Hash=view.config_hash,
+                Dataset_Version=view.dataset_version,
+                Merged_by=f"{actor.name} <{actor.email}>",
+                Approved_by=approver_lines,
             )
             merge = self.repo.merge_commit(main, view.head_commit, message, Identity(actor.name, actor.email))
             raw = self.repo.read(merge, view.config_path) or b""
@@ -359,42 +469,49 @@ class ChangeRequests:
                 raise ValidationFailed(
                     exc.problems + [Problem("merge", "refused: the merged config is invalid")], view.config_path
                 ) from None
+            crash_point("merge.built")
             try:
                 self.repo.push(merge, self.repo.main, expect=main)
-            except Conflict:
+            except LostRace:
                 continue
-            try:
-                with self.store.session() as s:
-                    cr = _get(s, cr_id)
-                    if cr.status != ChangeRequestStatus.APPROVED or cr.head_commit != view.head_commit:
-                        raise Conflict(f"change request #{cr_id} changed while merging; nothing was merged")
-                    cr.status, cr.merged_commit, cr.merged_by_id = ChangeRequestStatus.MERGED, merge, actor.id
-                    cr.merged_at = utcnow()
-                    record_config(s, merge, view.config_path, merged_cfg, dataset_version, cr_id)
-                    audit.record(
-                        s,
-                        actor,
-                        "review.merge",
-                        f"change_request:{cr_id}",
-                        merge_commit=merge,
-                        approvers=approver_lines,
-                    )
-                    s.flush()
-                    s.refresh(cr)
-                    result = _view(cr)
-            except BaseException:
-                self.repo.push(main, self.repo.main, expect=merge)  # put main back as it was
-                raise
-            try:
-                self.repo.delete_branch(view.branch, view.head_commit)
-            except LfopsError:
-                pass  # a leftover merged branch is harmless; the merge itself is done
+            crash_point("merge.pushed")
+            with self.store.session() as s:
+                record_merge(s, cr_id, merge, actor.id, actor.name, merged_cfg, dataset_version, approver_lines)
+                result = _view(_get(s, cr_id))
+            crash_point("merge.recorded")
+            self._drop_merged_branch(view)
             return result
         raise Conflict(f"{self.repo.main} kept moving while merging change request #{cr_id}; try again")
 
+    def _drop_merged_branch(self, view: ChangeRequestView) -> None:
+        try:
+            self.repo.delete_branch(view.branch, view.head_commit)
+        except LfopsError:
+            pass  # a leftover merged branch is harmless; the reconcile deletes it
+
+    def _check_head_claims(self, cr_id: int, head: str) -> None:
+        """What is merged is the head the database approved; its trailers must say the same (never trusted alone)."""
+        if not self.repo.has_commit(head):
+            self.repo.fetch()
+        entry = self.repo.log(head, limit=1)[0]
+        with self.store.session() as s:
+            problems = provenance.head_mismatches(_get(s, cr_id), entry["commit"], entry["trailers"])
+        if problems:
+            raise Conflict(
+                f"change request #{cr_id}: its commit's trailers do not match the database ({problems[0]}); not merged"
+            )
+
+
+_NO_COMMIT = "0" * 40  # a reserved row's head until its commit is written, in the same transaction
+
+
+def _result(cr: ChangeRequest) -> SaveResult:
+    return SaveResult(cr.id, cr.branch, cr.head_commit, cr.config_path, cr.config_hash, cr.dataset_version)
+
 
 def _get(s: Session, cr_id: int) -> ChangeRequest:
-    cr = s.get(ChangeRequest, cr_id)
-    if cr is None:
+    """A change request a user may see; ids out of range and unconfirmed saves are "does not exist"."""
+    cr = s.get(ChangeRequest, check_id(cr_id))
+    if cr is None or cr.status == ChangeRequestStatus.SAVING:
         raise NotFound(f"change request #{cr_id} does not exist")
     return cr

@@ -17,10 +17,18 @@ class ChangeRequestStatus(enum.StrEnum):
     APPROVED = "approved"
     MERGED = "merged"
     CLOSED = "closed"
+    # A save that reserved its id but has not yet confirmed its branch on origin: never listed or shown; the save
+    # (or the reconcile) opens it once the branch is there, the reconcile drops it once it is stale.
+    SAVING = "saving"
 
     @property
     def label(self) -> str:
         return _STATUS_LABELS[self]
+
+    @classmethod
+    def listed(cls) -> tuple[ChangeRequestStatus, ...]:
+        """The states a user can see and filter by (all but SAVING)."""
+        return tuple(s for s in cls if s is not cls.SAVING)
 
     @property
     def under_review(self) -> bool:
@@ -62,6 +70,7 @@ _STATUS_LABELS = {
     ChangeRequestStatus.APPROVED: "approved",
     ChangeRequestStatus.MERGED: "merged",
     ChangeRequestStatus.CLOSED: "closed",
+    ChangeRequestStatus.SAVING: "saving",
 }
 _DECISION_LABELS = {
     ReviewDecision.APPROVED: "approved",

@@ -34,7 +34,7 @@ class ReviewTab:
         with gr.Tab("Review", id="review", elem_id="lfops-tab-review"):
             with gr.Row(equal_height=True):
                 self.status = gr.Dropdown(
-                    [("all", "all"), *((s.label, s.value) for s in ChangeRequestStatus)],
+                    [("all", "all"), *((s.label, s.value) for s in ChangeRequestStatus.listed())],
                     value="all",
                     label="Status",
                     scale=1,

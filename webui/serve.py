@@ -29,6 +29,11 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
         print("first start: users created (passwords are shown only this once):")
         for name, (role, password) in result.credentials.items():
             print(f"  {name:8} {role:9} {password}")
+    from backend.reconcile.periodic import PeriodicReconcile
+
+    reconciler = PeriodicReconcile(ws)  # Git is the truth: what a crash left half-done is repaired before serving
+    for finding in reconciler.run_once():
+        print(f"reconcile: {finding}", file=sys.stderr)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls to outside hosts
 
     import uvicorn
@@ -44,6 +49,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     app = asgi_app(ctx, build_app(ctx))
     ws.runs.start_monitor()  # runs advance (status, metrics, registration) while the WebUI is up
     ws.serving.start_supervisor()  # local deployments restarted on crash, re-attached after this restart
+    reconciler.start()  # and the repair goes on, every minute
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
     print(f"  REST API http://{host}:{port}/api/v1 (docs at /api/v1/docs), /healthz /readyz /metrics", flush=True)

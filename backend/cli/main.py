@@ -16,6 +16,7 @@ from backend.cli import (
     cluster,
     config,
     db,
+    doctor,
     lineage,
     log,
     registry,
@@ -55,6 +56,7 @@ COMMANDS: tuple[Register | None, ...] = (
     serving.register_deployments,
     lineage.register,
     runs.register_reproduce,
+    doctor.register,
 )
 
 

@@ -85,7 +85,7 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("review", help="change requests (through $LFOPS_URL's API when it is set)")
     rsub = p.add_subparsers(dest="action", required=True)
     q = rsub.add_parser("list")
-    q.add_argument("--status", choices=[s.value for s in ChangeRequestStatus])
+    q.add_argument("--status", choices=[s.value for s in ChangeRequestStatus.listed()])
     q.add_argument("--author")
     page_arguments(q)
     for action in ("show", "approve", "request-changes", "merge", "close"):

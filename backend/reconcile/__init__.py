@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 __all__ = ["Finding", "reconcile"]
 
 
-def reconcile(ws: Workspace, repair: bool = False) -> list[Finding]:
-    """Every check in turn; with `repair`, each finding is repaired where it can be and says so."""
+FAMILIES = ("change_requests", "runs")
+
+
+def reconcile(ws: Workspace, repair: bool = False, families: tuple[str, ...] = FAMILIES) -> list[Finding]:
+    """Every check of `families` in turn; with `repair`, each finding is repaired where it can be and says so."""
     from backend.reconcile import change_requests, runs
 
+    checks = {"change_requests": change_requests.check, "runs": runs.check}
     findings: list[Finding] = []
-    for check in (change_requests.check, runs.check):
-        findings.extend(check(ws, repair))
+    for family in families:
+        findings.extend(checks[family](ws, repair))
     return findings

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from backend.names import BRANCH_MAX, CONFIG_PATH_MAX
 from backend.review_status import ChangeRequestStatus
 
 
@@ -67,10 +68,10 @@ class ChangeRequest(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
-    branch: Mapped[str] = mapped_column(String(255), index=True)
+    branch: Mapped[str] = mapped_column(String(BRANCH_MAX), index=True)  # backend.names caps what goes in
     base_commit: Mapped[str] = mapped_column(String(40))
     head_commit: Mapped[str] = mapped_column(String(40))
-    config_path: Mapped[str] = mapped_column(String(255), index=True)
+    config_path: Mapped[str] = mapped_column(String(CONFIG_PATH_MAX), index=True)
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     dataset_version: Mapped[str] = mapped_column(String(80))
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -108,7 +109,7 @@ class Config(Base):
     __table_args__ = (UniqueConstraint("commit", "path"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     commit: Mapped[str] = mapped_column(String(40), index=True)
-    path: Mapped[str] = mapped_column(String(255), index=True)
+    path: Mapped[str] = mapped_column(String(CONFIG_PATH_MAX), index=True)
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     dataset_version: Mapped[str] = mapped_column(String(80), index=True)
     base_model: Mapped[str] = mapped_column(String(500))

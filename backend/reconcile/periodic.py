@@ -1,0 +1,53 @@
+"""The reconcile while an app runs (the WebUI): once at start-up, then every `interval` seconds on a daemon thread.
+
+A pass is cheap (one fetch, one `git log` of main's merges, one query of the change requests) and repairs as
+`lfops doctor --repair` does; findings go to the log. Runs are not its business: the run monitor reconciles them on
+its first pass and then whenever a run is unfinished or unregistered (backend.runs.monitor), so they are not checked
+twice. A failing pass (origin or the database away for a moment) is
+logged and the next one tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from backend.invariants import Finding
+from backend.reconcile import reconcile
+
+if TYPE_CHECKING:
+    from backend.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 60.0
+
+
+class PeriodicReconcile:
+    def __init__(self, ws: Workspace, interval: float = INTERVAL) -> None:
+        self.ws = ws
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lfops-reconcile", daemon=True)
+
+    def run_once(self) -> list[Finding]:
+        findings = reconcile(self.ws, repair=True, families=("change_requests",))
+        for finding in findings:
+            (log.info if finding.repaired else log.warning)("reconcile: %s", finding)
+        return findings
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - the app outlives one failed pass
+                log.exception("reconcile pass failed")
