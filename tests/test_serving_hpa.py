@@ -19,6 +19,7 @@ from kubernetes import client
 from backend.serving.kubernetes import label_selector
 from backend.serving.service import Serving
 from backend.settings import ClusterProfile
+from tests.helpers import wait_for
 from tests.k8s_fixtures import (
     CACHE,
     CLUSTER_SH,
@@ -27,7 +28,6 @@ from tests.k8s_fixtures import (
     built_binaries,
     create_namespace,
     create_outputs_volume,
-    wait_until,
 )
 from tests.test_serving_k8s import install_app_role, serving_model
 
@@ -102,19 +102,19 @@ def test_the_hpa_scales_up_under_simulated_load_and_down_after(metrics_cluster, 
     svc.deploy(rita, trained.model, target="hpa", name="hpa-tiny")
     try:
         assert replicas() == 1
-        wait_until(lambda: _pod_metrics(metrics_cluster, namespace), 180, 2, "pod metrics from metrics-server")
+        wait_for(lambda: _pod_metrics(metrics_cluster, namespace), 180, 2, "pod metrics from metrics-server")
         started = time.monotonic()
         # busy: 4 cores per container against 4.25 requested per pod -> about 190% of the requests
         assert _annotate_pods(metrics_cluster, namespace, "4") == 1
-        wait_until(lambda: replicas() == 2, 300, 2, "the HPA scaling up to 2 replicas")
+        wait_for(lambda: replicas() == 2, 300, 2, "the HPA scaling up to 2 replicas")
         up_s = time.monotonic() - started
         with metrics_cluster.client() as api:
             hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler(name, namespace)
         assert hpa.status.current_metrics and hpa.status.current_metrics[0].resource.current.average_utilization > 50
         # idle again (the new pod too): back to the minimum
-        wait_until(lambda: _annotate_pods(metrics_cluster, namespace, "10m") == 2, 120, 1, "both pods annotated")
+        wait_for(lambda: _annotate_pods(metrics_cluster, namespace, "10m") == 2, 120, 1, "both pods annotated")
         started = time.monotonic()
-        wait_until(lambda: replicas() == 1, 300, 2, "the HPA scaling down to 1 replica")
+        wait_for(lambda: replicas() == 1, 300, 2, "the HPA scaling down to 1 replica")
         down_s = time.monotonic() - started
         print(f"HPA: scaled up in {up_s:.0f} s, down in {down_s:.0f} s")
     finally:

@@ -29,14 +29,13 @@ from backend.serving.kubernetes import label_selector, serving_target
 from backend.serving.service import Serving
 from backend.settings import ClusterProfile
 from backend.store.models import Deployment, Rollout
+from tests.helpers import wait_for
 from tests.k8s_fixtures import (
     ROOT,
     create_namespace,
     create_outputs_volume,
     delete_namespace,
     delete_outputs_volumes,
-    k8s_cluster_fixture,  # noqa: F401 - fixture k8s_cluster
-    wait_until,
 )
 from tests.runs_fixtures import approved_merge, kill_leftover_runs
 from tests.snapshots import snapshot
@@ -89,7 +88,7 @@ def serving_model(template_workspace, tmp_path_factory) -> Served:
     """A version registered in a workspace of its own, once per session: the shared tiny-sft run's lineage is
     asserted exactly by test_lineage, so deployments of it must not appear there."""
     if "v" not in _MODEL:
-        from tests.conftest import make_env
+        from tests.workspace_fixtures import make_env
 
         env = make_env(template_workspace, tmp_path_factory.mktemp("k8s-serving") / "ws")
         cr, _ = approved_merge(env, "tiny-k8s")
@@ -234,7 +233,7 @@ def test_deploy_roll_out_key_and_undeploy_as_the_apps_service_account(serving, t
     # undeploy: everything it made is deleted (pods go with their ReplicaSets)
     stopped = svc.undeploy(rita, NAME)
     assert stopped.status == "stopped"
-    wait_until(lambda: objects_of(k8s_cluster, namespace) == {}, 120, 0.2, "every object of the deployment deleted")
+    wait_for(lambda: objects_of(k8s_cluster, namespace) == {}, 120, 0.2, "every object of the deployment deleted")
     with pytest.raises(Conflict, match=f"^deployment {NAME} is not deployed"):
         svc.undeploy(rita, NAME)
 
@@ -253,7 +252,7 @@ def test_an_autoscaled_profile_gets_an_hpa_the_api_server_accepts(serving, train
         assert deployment.spec.replicas >= 1  # the HPA's to set: the applied Deployment names none
     finally:
         svc.undeploy(rita, "k8s-hpa")
-    wait_until(lambda: objects_of(k8s_cluster, namespace, "k8s-hpa") == {}, 120, 0.2, "the HPA deployment deleted")
+    wait_for(lambda: objects_of(k8s_cluster, namespace, "k8s-hpa") == {}, 120, 0.2, "the HPA deployment deleted")
 
 
 def test_failures_on_the_cluster_leave_no_object_and_no_row(serving, trained, k8s_cluster):
@@ -263,7 +262,7 @@ def test_failures_on_the_cluster_leave_no_object_and_no_row(serving, trained, k8
     # pods that cannot be scheduled: the deploy times out and takes back everything it applied
     with pytest.raises(TimedOut, match=r"^deployment .*/lfops-serve-k8s-big \(tiny-k8s:v1\) was not ready after 3 s"):
         svc.deploy(rita, trained.model, target="too-big", name="k8s-big", ready_timeout_s=3)
-    wait_until(lambda: objects_of(k8s_cluster, namespace, "k8s-big") == {}, 60, 0.2, "nothing left of k8s-big")
+    wait_for(lambda: objects_of(k8s_cluster, namespace, "k8s-big") == {}, 60, 0.2, "nothing left of k8s-big")
     # a name already taken on the cluster (by someone else): refused before anything is applied
     with k8s_cluster.client() as api:
         client.AppsV1Api(api).create_namespaced_deployment(

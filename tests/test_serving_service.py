@@ -52,7 +52,7 @@ def train(env, cr: int) -> int:
 @pytest.fixture(scope="module")
 def trained(template_workspace, tmp_path_factory):
     """tiny-follow:v1, a LoRA adapter on a base model of its own (so the test can take the base model away)."""
-    from tests.conftest import make_env
+    from tests.workspace_fixtures import make_env
 
     root = tmp_path_factory.mktemp("serving-service")
     env = make_env(template_workspace, root / "ws")
