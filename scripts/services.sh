@@ -38,7 +38,7 @@ echo "export LFOPS_CHROMIUM=/usr/bin/chromium"
 
 # Kubernetes control plane built from Go modules (cached by version)
 if [ -x k8s/dev/cluster.sh ] || [ -f k8s/dev/cluster.sh ]; then
-  bash k8s/dev/cluster.sh build >&2
+  LFOPS_K8S_METRICS=1 bash k8s/dev/cluster.sh build >&2  
   bash k8s/dev/cluster.sh status >/dev/null 2>&1 || bash k8s/dev/cluster.sh start >&2
   echo "export LFOPS_TEST_KUBECONFIG='$(bash k8s/dev/cluster.sh kubeconfig)'"
 fi
