@@ -38,7 +38,8 @@ echo "export LFOPS_CHROMIUM=/usr/bin/chromium"
 
 # Kubernetes control plane built from Go modules (cached by version)
 if [ -x k8s/dev/cluster.sh ] || [ -f k8s/dev/cluster.sh ]; then
-  LFOPS_K8S_METRICS=1 bash k8s/dev/cluster.sh build >&2  
+  # with metrics-server (kwok simulates the pods' usage), so that the HPA test scales replicas for real
+  LFOPS_K8S_METRICS=1 bash k8s/dev/cluster.sh build >&2
   bash k8s/dev/cluster.sh status >/dev/null 2>&1 || bash k8s/dev/cluster.sh start >&2
   echo "export LFOPS_TEST_KUBECONFIG='$(bash k8s/dev/cluster.sh kubeconfig)'"
 fi
