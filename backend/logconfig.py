@@ -40,7 +40,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):
-    """Ours: found again (and replaced) when logging is configured a second time in one process."""
+    """Ours: found again (and replaced) when logging is configured a second time in one process. It writes to the
+    standard error of the moment, not the one it was made with (which a test runner or a daemon may have closed)."""
+
+    @property
+    def stream(self) -> Any:  # noqa: ANN401 - a text stream
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # noqa: ANN401 - StreamHandler.__init__ sets it; sys.stderr is used instead
+        pass
 
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:
@@ -48,7 +57,7 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(handler)
-    handler = _Handler(sys.stderr)
+    handler = _Handler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
