@@ -29,6 +29,8 @@ DO $$ BEGIN
     CREATE ROLE lfops_test LOGIN CREATEDB PASSWORD 'lfops_test';
   END IF;
 END $$;
+-- DROP DATABASE ... WITH (FORCE) must be able to end an autovacuum worker that happens to be in the test database
+GRANT pg_signal_backend TO lfops_test;
 SQL
 echo "export LFOPS_TEST_PG_URL='postgresql+psycopg://lfops_test:lfops_test@127.0.0.1:5432/postgres'"
 
