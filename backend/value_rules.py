@@ -14,6 +14,7 @@ else that takes training values (save, the WebUI form, the API).
 | -1 (unset) or at least 1 | max_steps | 0 and below -1 |
 | not negative | val_size, warmup_steps, weight_decay, dataloader_num_workers | below 0 |
 | a fraction | warmup_ratio, lora_dropout | outside [0, 1] |
+| at most N characters | model_name_or_path (500), model_revision (64) | longer text (the store's column sizes) |
 
 `null` means "LLaMA-Factory's default" and is never refused here; a value of the wrong type is reported by the type
 check, not by these rules.
@@ -61,6 +62,11 @@ VALUE_RULES: tuple[ValueRule, ...] = (
 )
 _RULES_BY_KEY: dict[str, ValueRule] = {key: rule for rule in VALUE_RULES for key in rule.keys}
 
+# Text the metadata store keeps in sized columns (backend/store/models.py sizes them from here).
+MODEL_NAME_MAX = 500
+MODEL_REVISION_MAX = 64
+TEXT_MAX: dict[str, int] = {"model_name_or_path": MODEL_NAME_MAX, "model_revision": MODEL_REVISION_MAX}
+
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -89,4 +95,7 @@ def check_values(values: Mapping[str, Any], prefix: str = "") -> list[Problem]:
         rule = _RULES_BY_KEY.get(key) if not prefix else None
         if rule is not None and is_number(value) and not rule.accepts(value):
             problems.append(Problem(name, f"{rule.reason} (got {value!r})"))
+        limit = TEXT_MAX.get(key) if not prefix else None
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            problems.append(Problem(name, f"must be at most {limit} characters (got {len(value)})"))
     return problems

@@ -173,6 +173,9 @@ VALUES = [
     ("per_device_train_batch_size: 0", "per_device_train_batch_size: must be at least 1 (got 0)"),
     ("per_device_train_batch_size: -2", "per_device_train_batch_size: must be at least 1 (got -2)"),
     ("lfops:\n  budget: -.inf", "lfops.budget: must be a finite number (got -inf)"),
+    # longer than the store's columns: refused by name, not a database traceback on PostgreSQL
+    ("model_name_or_path: org/" + "m" * 600, "model_name_or_path: must be at most 500 characters (got 604)"),
+    ("model_revision: " + "r" * 65, "model_revision: must be at most 64 characters (got 65)"),
 ]
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from backend.names import BRANCH_MAX, CONFIG_PATH_MAX
 from backend.review_status import ChangeRequestStatus
+from backend.value_rules import MODEL_NAME_MAX
 
 
 def utcnow() -> datetime:
@@ -112,7 +113,7 @@ class Config(Base):
     path: Mapped[str] = mapped_column(String(CONFIG_PATH_MAX), index=True)
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     dataset_version: Mapped[str] = mapped_column(String(80), index=True)
-    base_model: Mapped[str] = mapped_column(String(500))
+    base_model: Mapped[str] = mapped_column(String(MODEL_NAME_MAX))
     base_model_revision: Mapped[str] = mapped_column(String(80), default="")
     change_request_id: Mapped[int | None] = mapped_column(ForeignKey("change_requests.id"), index=True)
     params: Mapped[dict] = mapped_column(default=dict)
