@@ -290,6 +290,16 @@ def test_a_job_of_the_same_name_from_another_run_is_a_conflict(k8s_ns, runner_fo
     assert job_names(k8s_ns.cluster, k8s_ns.name) == ["lfops-run-7"]
 
 
+def test_a_submit_whose_id_was_never_recorded_is_found_by_its_run_id(k8s_ns, runner_for):
+    runner = runner_for()
+    resources = make_spec(11).resources
+    assert runner.find_submitted(11, resources) is None  # nothing reached the cluster
+    external_id = runner.submit(make_spec(11))
+    assert runner.find_submitted(11, resources) == external_id
+    assert runner.find_submitted(12, resources) is None
+    assert runner.find_submitted(11, Resources(profile="no-such-profile")) is None
+
+
 def test_invalid_requests_are_refused_before_any_api_call(k8s_ns, runner_for):
     runner = runner_for()
     with pytest.raises(ValidationFailed, match="resources.nodes: must be at least 1"):

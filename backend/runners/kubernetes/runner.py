@@ -17,7 +17,7 @@ from typing import Any
 
 from backend.adaptors import kubernetes as k8s
 from backend.errors import ClusterUnreachable, Conflict, Problem, TimedOut, ValidationFailed
-from backend.runners.base import Runner, RunSpec, RunState, RunStatus
+from backend.runners.base import Resources, Runner, RunSpec, RunState, RunStatus
 from backend.runners.kubernetes import manifests as km
 from backend.runners.kubernetes.client import (
     DEFAULT_TIMEOUT,
@@ -108,7 +108,9 @@ class KubernetesRunner(Runner):
     # -- manifests
 
     def profile_for(self, spec: RunSpec) -> ClusterProfile:
-        name = spec.resources.profile
+        return self._profile_named(spec.resources.profile)
+
+    def _profile_named(self, name: str) -> ClusterProfile:
         if not self.profiles:
             raise ValidationFailed(
                 [Problem("resources.profile", "no cluster profiles configured (LFOPS_CLUSTER_PROFILES)")]
@@ -186,6 +188,26 @@ class KubernetesRunner(Runner):
         labels = (existing.get("metadata") or {}).get("labels") or {}
         if labels.get(km.RUN_ID_LABEL) != str(spec.run_id):
             raise Conflict(f"{kind} {ns}/{name}: already exists for another run (run-id {labels.get(km.RUN_ID_LABEL)})")
+
+    def find_submitted(self, run_id: int, resources: Resources) -> str | None:
+        """A Job's name follows from the run id and its namespace from the profile, so a submit that reached the
+        cluster is found by reading that one Job (labelled with this run id; a Job of another run is not ours)."""
+        try:
+            ns = self._profile_named(resources.profile).namespace
+        except ValidationFailed:  # no such profile: the submit was refused before any API call
+            return None
+        name = km.job_name(run_id)
+        with api_errors(f"read job {ns}/{name}", self.host):
+            try:
+                resp = self._batch().read_namespaced_job(
+                    name, ns, _preload_content=False, _request_timeout=DEFAULT_TIMEOUT
+                )
+            except k8s.api_exception() as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        labels = (read_json(resp).get("metadata") or {}).get("labels") or {}
+        return km.external_id(ns, name) if labels.get(km.RUN_ID_LABEL) == str(run_id) else None
 
     def status(self, external_id: str) -> RunStatus:
         ns, name = km.parse_external_id(external_id)
