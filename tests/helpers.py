@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from backend.serving.httpserver import free_port  # noqa: F401 - one source, re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
 LFOPS = str(Path(sys.executable).with_name("lfops"))  # the console script of the venv running the tests
@@ -37,13 +38,6 @@ def wait_for(predicate: Callable[[], T], timeout: float = 120.0, interval: float
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need_service(
