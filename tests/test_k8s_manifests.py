@@ -265,6 +265,20 @@ def test_private_repo_credentials_come_from_a_secret_volume():
     assert "store --file=/etc/lfops-git/.git-credentials" in pod["initContainers"][0]["command"][2]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bot:ghp_abcdefghijklmnopqrstuvwxyz0123456789@git.example/team/configs.git",
+        "https://glpat-abcdefghijklmnopqrstuvwxyz0123@git.example/team/configs.git",
+    ],
+)
+def test_a_repo_url_with_credentials_is_refused_before_it_reaches_the_job(url):
+    with pytest.raises(ValidationFailed) as err:
+        km.build_manifests(RunSpec(**{**spec().__dict__, "repo_url": url}), PROFILE)
+    assert "LFOPS_REPO_URL: carries credentials" in str(err.value)
+    assert "abcdefghijklmnop" not in str(err.value)
+
+
 def test_every_container_runs_as_restricted_asks_whatever_the_images_user():
     profile = ClusterProfile(**{**PROFILE.__dict__, "clone_image": "alpine/git", "run_as_user": 1234})
     for nodes in (1, 3):

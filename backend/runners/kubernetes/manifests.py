@@ -18,6 +18,7 @@ import yaml
 from backend import yamlio
 from backend.config import METADATA_KEY
 from backend.errors import Problem, ValidationFailed
+from backend.redaction import redact_url
 from backend.runners.base import Resources, RunSpec
 from backend.settings import ClusterProfile
 
@@ -202,6 +203,14 @@ def check_spec(spec: RunSpec, profile: ClusterProfile) -> list[Problem]:
         problems.append(Problem("training_yaml", "is empty"))
     if not re.fullmatch(r"[0-9a-f]{7,64}", spec.commit or ""):
         problems.append(Problem("commit", f"{spec.commit!r} is not a commit id"))
+    if redact_url(spec.repo_url) != spec.repo_url:  # the URL is written into the Job's env and annotations
+        problems.append(
+            Problem(
+                "LFOPS_REPO_URL",
+                "carries credentials, which would be written into the Job for anyone who can read it; "
+                "use a URL without them and the cluster profile's repo_credentials_secret",
+            )
+        )
     return problems
 
 
