@@ -15,6 +15,7 @@ from sqlalchemy import select
 from backend import audit, ci, demo
 from backend.auth import ROLES, Actor, add_user, authenticate, new_password
 from backend.gitstore import GitStore, Identity, init_origin
+from backend.leader import Leadership
 from backend.lineage import Lineage
 from backend.registry import Registry
 from backend.review import ChangeRequests
@@ -110,6 +111,11 @@ class Workspace:
     def sessions(self) -> WebSessions:
         """WebUI sign-in sessions, in the store: they survive a restart and hold on every replica."""
         return WebSessions(self.store)
+
+    @cached_property
+    def leadership(self) -> Leadership:
+        """The run monitor's election among app replicas (started by the app: webui/serve.py)."""
+        return Leadership(self.store, self.settings.workspace)
 
     def login(self, name: str, password: str) -> Actor:
         with self.store.session() as s:

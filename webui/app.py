@@ -11,8 +11,10 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
 
 from webui import llamaboard as lb
+from webui.auth import COOKIES, sign_out, use_stored_sessions
 from webui.context import AppContext
 from webui.render import CSS
 from webui.review_tab import ReviewTab
@@ -58,9 +60,19 @@ def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:
     from backend.api import create_app
 
     app = create_app(ctx.ws)
+
+    @app.get("/logout", include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:  # before Gradio's: its own cannot end a stored session
+        sign_out(ctx.auth, request)
+        response = RedirectResponse("./", status_code=302)
+        for cookie in COOKIES:
+            response.delete_cookie(cookie, path="/")
+        return response
+
     with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints a debug line when mounting
         gr.mount_gradio_app(app, web.blocks.queue(), "/", show_api=False, **ctx.auth.launch_kwargs())
     gradio_app = app.routes[-1].app  # the Mount just added
+    use_stored_sessions(ctx.auth, gradio_app)  # sessions in the store: every replica, and after a restart
 
     def session_user(request: Request) -> str | None:
         return _gradio_user(gradio_app, request)
