@@ -52,6 +52,11 @@ class Users:
         with self.store.session() as s:
             return [_view(u) for u in s.scalars(select(User).order_by(User.name).limit(limit).offset(offset))]
 
+    def get(self, actor: Actor, name: str) -> UserView:
+        require(actor, "user.manage")
+        with self.store.session() as s:
+            return _view(_user(s, name))
+
     def add(self, actor: Actor, name: str, role: str, password: str = "", email: str = "") -> tuple[UserView, str]:
         """A new active user; returns it and its password (generated when none is given: show it once)."""
         require(actor, "user.manage")
@@ -62,27 +67,30 @@ class Users:
             return _view(user), password
 
     def set_role(self, actor: Actor, name: str, role: str) -> UserView:
-        require(actor, "user.manage")
-        check_role(role)
-        with self.store.session() as s:
-            user = _user(s, name)
-            if user.role != role:
-                _keep_an_admin(s, user, role=role, active=user.active)
-                audit.record(s, actor, "user.role", f"user:{name}", role=role, was=user.role)
-                user.role = role
-            return _view(user)
+        return self.change(actor, name, role=role)
 
     def set_active(self, actor: Actor, name: str, active: bool) -> UserView:
         """Deactivate (sessions end, tokens stop working, sign-in refused) or reactivate a user."""
+        return self.change(actor, name, active=active)
+
+    def change(self, actor: Actor, name: str, role: str | None = None, active: bool | None = None) -> UserView:
+        """A new role and/or activity for `name`, in one transaction: all of it or (refused) nothing."""
         require(actor, "user.manage")
+        if role is not None:
+            check_role(role)
         with self.store.session() as s:
             user = _user(s, name)
-            if user.active != active:
-                _keep_an_admin(s, user, role=user.role, active=active)
-                user.active = active
-                if not active:
+            new_role = user.role if role is None else role
+            new_active = user.active if active is None else active
+            _keep_an_admin(s, user, role=new_role, active=new_active)
+            if new_role != user.role:
+                audit.record(s, actor, "user.role", f"user:{name}", role=new_role, was=user.role)
+                user.role = new_role
+            if new_active != user.active:
+                user.active = new_active
+                if not new_active:
                     revoke_user_sessions(s, user.id, "deactivated")
-                audit.record(s, actor, "user.activate" if active else "user.deactivate", f"user:{name}")
+                audit.record(s, actor, "user.activate" if new_active else "user.deactivate", f"user:{name}")
             return _view(user)
 
     def reset_password(self, actor: Actor, name: str, password: str = "") -> str:

@@ -174,3 +174,73 @@ def test_audit_search_filters_and_pages(any_db_env):
         audit.search(ws.store, admin, AuditFilter(since=start, until=start))
     with pytest.raises(LfopsError, match=r"^since: give a time zone"):
         audit.search(ws.store, admin, AuditFilter(since=datetime(2026, 1, 1)))
+
+
+# ---- the same through the CLI and the API ------------------------------------------------------------------------
+
+
+def test_cli_user_admin_and_audit_list(env):
+    from tests.helpers import run_lfops
+
+    ws, pw = env.ws.settings.workspace, env.passwords
+
+    def lfops(*args: str, stdin: str | None = None):
+        return run_lfops(*args, workspace=ws, user="admin", password=pw["admin"], stdin=stdin)
+
+    refused = lfops("user", "role", "admin", "analyst")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith("user: admin is the last active admin; make another user admin first")
+    unknown = lfops("user", "role", "alice", "owner")
+    assert unknown.returncode == 2 and "role: 'owner' must be one of analyst, reviewer, admin" in unknown.stderr
+    assert lfops("user", "deactivate", "alice").returncode == 0
+    assert run_lfops("runs", "list", workspace=ws, user="alice", password=pw["alice"]).returncode == 2
+    reset = lfops("user", "reset-password", "rita", "--password-stdin", stdin="rita-new-password\n")
+    assert reset.returncode == 0 and "rita-new-password" not in reset.stdout
+
+    listed = lfops("audit", "list", "--action", "user.", "--since", "2020-01-01", "--json")
+    assert listed.returncode == 0, listed.stderr
+    import json
+
+    events = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(e["action"], e["subject"]) for e in events] == [
+        ("user.password_reset", "user:rita"),
+        ("user.deactivate", "user:alice"),
+    ]
+    page = lfops("audit", "list", "--actor", "admin", "--limit", "1")
+    assert page.returncode == 0 and "(more: --offset 1)" in page.stderr
+    assert len(page.stdout.splitlines()) == 2  # the header and one event
+    bad = lfops("audit", "list", "--offset", "-1")
+    assert bad.returncode == 2 and "--offset: must be from 0 to 1000000, got -1" in bad.stderr
+    bad_time = lfops("audit", "list", "--since", "yesterday")
+    assert bad_time.returncode == 2 and "'yesterday' is not a time" in bad_time.stderr
+    assert run_lfops("audit", "list", workspace=ws, user="rita", password="rita-new-password").returncode == 2
+
+
+def test_api_admin_routes(env):
+    from fastapi.testclient import TestClient
+
+    from backend.api import create_app
+
+    ws = env.ws
+    admin_token = ws.tokens.create(env.actor("admin"), "admin", scope="write").token
+    alice_token = ws.tokens.create(env.actor("alice"), "alice", scope="write").token
+    with TestClient(create_app(ws)) as client:
+        as_admin = {"Authorization": f"Bearer {admin_token}"}
+        added = client.post("/api/v1/users", json={"name": "dave", "role": "analyst"}, headers=as_admin)
+        assert added.status_code == 201 and len(added.json()["password"]) >= 8
+        demote = client.patch("/api/v1/users/admin", json={"role": "reviewer"}, headers=as_admin)
+        assert demote.status_code == 409 and demote.json()["field"] == "user"
+        # role and activity in one call: refused as a whole when a part is refused
+        both = client.patch("/api/v1/users/dave", json={"role": "owner", "active": False}, headers=as_admin)
+        assert both.status_code == 400 and both.json()["field"] == "role"
+        users = {u["name"]: u for u in client.get("/api/v1/users", headers=as_admin).json()["items"]}
+        assert (users["dave"]["role"], users["dave"]["active"]) == ("analyst", True)
+        off = client.patch("/api/v1/users/alice", json={"active": False}, headers=as_admin)
+        assert off.status_code == 200 and off.json()["active"] is False
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {alice_token}"}).status_code == 401
+        audit_page = client.get("/api/v1/audit?actor=admin&action=user.&limit=1", headers=as_admin).json()
+        assert [e["action"] for e in audit_page["items"]] == ["user.deactivate"] and audit_page["next_offset"] == 1
+        assert client.get("/api/v1/audit?offset=-1", headers=as_admin).status_code == 422
+        assert client.get("/api/v1/audit?since=2026-01-01T00:00:00", headers=as_admin).json()["field"] == "since"
+        rita = ws.tokens.create(env.actor("rita"), "rita", scope="write").token
+        assert client.get("/api/v1/audit", headers={"Authorization": f"Bearer {rita}"}).status_code == 403

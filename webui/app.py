@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 
 from webui import llamaboard as lb
+from webui.admin_tab import AdminTab
 from webui.auth import COOKIES, sign_out, use_stored_sessions
 from webui.context import AppContext
 from webui.render import CSS
@@ -31,6 +32,7 @@ class WebApp:
     review: ReviewTab
     runs: RunsTab
     serving: ServingTab
+    admin: AdminTab
 
 
 def build_app(ctx: AppContext) -> WebApp:
@@ -38,18 +40,19 @@ def build_app(ctx: AppContext) -> WebApp:
     with gr.Blocks(title=f"lfops · LLaMA Factory ({host})", css=lb.LLAMABOARD_CSS + CSS) as demo:
         who = gr.Markdown(elem_id="lfops-whoami")
         train = TrainActions(ctx)
-        review, runs, serving = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx)
+        review, runs, serving, admin = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx), AdminTab(ctx)
         with gr.Tabs(elem_id="lfops-tabs"):
             with gr.Tab("LlamaBoard", id="llamaboard", elem_id="lfops-tab-llamaboard"):
                 board = lb.build(demo, ctx.guard, train.build)
             review.build()
             runs.build()
             serving.build()
+            admin.build()  # shown to admins only (the backend checks each verb again)
         lb.finish(demo, board)
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
-    return WebApp(demo, board, train, review, runs, serving)
+    return WebApp(demo, board, train, review, runs, serving, admin)
 
 
 def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:
