@@ -55,7 +55,6 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     leadership = ws.leadership
     leadership.on_elected, leadership.on_lost = duties.start, duties.stop
     leadership.start()
-    ws.serving.start_supervisor()  # local deployments restarted on crash, re-attached after this restart
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
     print(f"  REST API http://{host}:{port}/api/v1 (docs at /api/v1/docs), /healthz /readyz /metrics", flush=True)
@@ -67,8 +66,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
 
 
 class LeaderDuties:
-    """What the elected replica runs: the run monitor (runs advance: status, metrics, registration) and the periodic
-    repair of change requests; both stop when the lead is lost."""
+    """What the elected replica runs: the run monitor (runs advance: status, metrics, registration), the serving
+    supervisor (local deployments restarted on crash, re-attached after a restart; missed follows caught up) and the
+    periodic repair of change requests; all stop when the lead is lost."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
@@ -78,11 +78,13 @@ class LeaderDuties:
         from backend.reconcile.periodic import PeriodicReconcile
 
         self.ws.runs.start_monitor()
+        self.ws.serving.start_supervisor()
         self.reconciler = PeriodicReconcile(self.ws)
         self.reconciler.start()
 
     def stop(self) -> None:
         self.ws.runs.stop_monitor()
+        self.ws.serving.stop_supervisor()
         if self.reconciler is not None:
             self.reconciler.stop()
             self.reconciler = None
