@@ -43,6 +43,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "run.cancel",
             "run.override",
             "user.manage",
+            "audit.read",
             "registry.manage",
             "token.manage",
             "deploy.manage",
@@ -62,6 +63,7 @@ ACTIONS = {
     "run.cancel": "cancel runs",
     "run.override": "launch unapproved commits",
     "user.manage": "manage users",
+    "audit.read": "read the audit log",
     "registry.manage": "manage the model registry",
     "token.manage": "manage their API tokens",
     "deploy.manage": "deploy, roll out or undeploy models and manage their API keys",
@@ -114,13 +116,17 @@ def new_password() -> str:
     return secrets.token_urlsafe(12)
 
 
+def check_password(password: str) -> None:
+    if len(password or "") < 8:
+        raise LfopsError("password: must be at least 8 characters", field="password")
+
+
 def add_user(session: Session, name: str, role: str, password: str, email: str = "") -> User:
     if not _USERNAME_RE.match(name or ""):
         raise LfopsError(f"name: {name!r} must be 2-32 characters: lowercase letters, digits, '_', '.', '-'")
     if role not in ROLES:
-        raise LfopsError(f"role: {role!r} must be one of {', '.join(ROLES)}")
-    if len(password or "") < 8:
-        raise LfopsError("password: must be at least 8 characters")
+        raise LfopsError(f"role: {role!r} must be one of {', '.join(ROLES)}", field="role")
+    check_password(password)
     if session.scalar(select(User).where(User.name == name)):
         raise Conflict(f"name: user {name!r} already exists")
     user = User(name=name, role=role, email=email or f"{name}@lfops.local", password_hash=hash_password(password))

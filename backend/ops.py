@@ -4,13 +4,17 @@ Liveness needs nothing (the API answers /healthz itself). Readiness asks the dat
 origin, each bounded in time. Metrics live in a registry of the app's own (never prometheus_client's global one, so
 two apps in one process do not clash): HTTP requests by route template and status, git push latency, the process,
 and what the store knows (runs by state, launches, change requests by status) counted at scrape time by indexed
-GROUP BY queries, so every replica and the CLI's launches are counted the same way.
+GROUP BY queries, so every replica and the CLI's launches are counted the same way; queue waits too (the oldest waiting
+run, and launch -> running of the latest runs). Per process: Kubernetes watch events, and whether it leads the run
+monitor (backend.leader).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,23 +24,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from sqlalchemy import func, select
 
 from backend.errors import LfopsError
 from backend.review_status import ChangeRequestStatus
 from backend.runners.base import RunState
-from backend.store.models import ChangeRequest, Run
+from backend.store.models import ChangeRequest, Run, utcnow
+from backend.tokens import aware
 
 if TYPE_CHECKING:
     from backend.gitstore import GitStore
+    from backend.leader import Leadership
     from backend.store import Store
     from backend.workspace import Workspace
 
 # Buckets for request latency: the API's reads are milliseconds, saves and merges (Git) up to seconds.
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _PUSH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Queue waits: a local run starts in a second, a GPU Job may wait hours for a node.
+_QUEUE_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+QUEUE_WINDOW = 1000
 
 
 def is_loopback(host: str) -> bool:
@@ -117,6 +126,18 @@ class Readiness:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def leader_detail(leadership: Leadership) -> dict[str, Any]:
+    """/readyz's word on the run monitor's election: this process leads or stands by, and who holds the lease."""
+    state = leadership.state()
+    return {
+        "lease": state.name,
+        "role": "leader" if state.leading else "standby",
+        "me": state.me,
+        "holder": state.holder,
+        "renewed_at": aware(state.renewed_at).isoformat() if state.renewed_at else None,
+    }
+
+
 # ---- metrics ---------------------------------------------------------------------------------------------------------
 
 
@@ -158,6 +179,79 @@ class StoreCollector:
         for status in ChangeRequestStatus:
             crs.add_metric([status.value], changes.get(status.value, 0))
         yield crs
+        yield from self._waiting()
+
+    def _waiting(self) -> Iterator[Metric]:
+        """How long runs wait: the oldest queued and pending run now, and launch -> running of the latest runs."""
+        now = utcnow()
+        try:
+            oldest, started = self._waits()
+        except LfopsError:
+            return
+        waiting = GaugeMetricFamily(
+            "lfops_runs_waiting_oldest_seconds", "Age of the oldest run waiting in a state (0: none)", labels=["state"]
+        )
+        for state, since in oldest.items():
+            waiting.add_metric([state], (now - aware(since)).total_seconds() if since else 0.0)
+        yield waiting
+        waits = sorted(max(0.0, (aware(b) - aware(a)).total_seconds()) for a, b in started)
+        buckets = [(str(le), bisect.bisect_right(waits, le)) for le in _QUEUE_BUCKETS] + [("+Inf", len(waits))]
+        histogram = GaugeHistogramMetricFamily(
+            "lfops_run_queue_seconds",
+            f"Time from launch to running (queued + pending) of the latest {QUEUE_WINDOW} started runs",
+            buckets=buckets,
+            gsum_value=sum(waits),
+        )
+        yield histogram
+
+    def _waits(self) -> tuple[dict[str, Any], list[Any]]:
+        with self.store.session() as s:
+            oldest = {
+                state: s.scalar(select(func.min(Run.created_at)).where(Run.status == state))
+                for state in (RunState.QUEUED.value, RunState.PENDING.value)
+            }
+            started = s.execute(
+                select(Run.created_at, Run.started_at)
+                .where(Run.started_at.is_not(None))
+                .order_by(Run.id.desc())
+                .limit(QUEUE_WINDOW)
+            ).all()
+        return oldest, list(started)
+
+
+class LeaderCollector:
+    """Whether this process leads the run monitor (backend.leader), and how often that changed."""
+
+    def __init__(self, leadership: Leadership) -> None:
+        self.leadership = leadership
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        lead = self.leadership
+        leading = GaugeMetricFamily("lfops_leader", "1 when this process leads (runs the duties)", labels=["lease"])
+        leading.add_metric([lead.name], 1 if lead.leading else 0)
+        yield leading
+        changes = CounterMetricFamily(
+            "lfops_leader_changes", "Times this process gained or lost the lead", labels=["lease"]
+        )
+        changes.add_metric([lead.name], lead.changes)
+        yield changes
+
+
+class WatchCollector:
+    """Kubernetes watch events this process received, by kind (jobs, pods) and type (ADDED, MODIFIED, ...)."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily("lfops_watch_events", "Kubernetes watch events received", labels=["kind", "type"])
+        watcher = sys.modules.get("backend.runners.kubernetes.watcher")  # not loaded: no watch ever ran here
+        for (kind, etype), count in sorted(watcher.event_counts().items() if watcher else []):
+            events.add_metric([kind, etype], count)
+        yield events
 
 
 class Metrics:
@@ -187,6 +281,10 @@ class Metrics:
         )
         ProcessCollector(registry=self.registry)
         self.registry.register(StoreCollector(store))
+        self.registry.register(WatchCollector())
+
+    def watch_leadership(self, leadership: Leadership) -> None:
+        self.registry.register(LeaderCollector(leadership))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, route, str(status)).inc()

@@ -15,14 +15,17 @@ from sqlalchemy import select
 from backend import audit, ci, demo
 from backend.auth import ROLES, Actor, add_user, authenticate, new_password
 from backend.gitstore import GitStore, Identity, init_origin
+from backend.leader import Leadership
 from backend.lineage import Lineage
 from backend.registry import Registry
 from backend.review import ChangeRequests
 from backend.runs import Runs, make_runner
+from backend.sessions import WebSessions
 from backend.settings import Settings
 from backend.store import Store
 from backend.store.models import User
 from backend.tokens import Tokens
+from backend.users import Users
 
 if TYPE_CHECKING:
     from backend.serving.service import Serving
@@ -98,6 +101,21 @@ class Workspace:
     def tokens(self) -> Tokens:
         """Personal API tokens: create, list, revoke, and check a presented one."""
         return Tokens(self.store)
+
+    @cached_property
+    def users(self) -> Users:
+        """User administration (admins): add, role, deactivate, reset password, delete; never the last admin."""
+        return Users(self.store)
+
+    @cached_property
+    def sessions(self) -> WebSessions:
+        """WebUI sign-in sessions, in the store: they survive a restart and hold on every replica."""
+        return WebSessions(self.store)
+
+    @cached_property
+    def leadership(self) -> Leadership:
+        """The run monitor's election among app replicas (started by the app: webui/serve.py)."""
+        return Leadership(self.store, self.settings.workspace)
 
     def login(self, name: str, password: str) -> Actor:
         with self.store.session() as s:

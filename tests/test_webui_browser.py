@@ -1,5 +1,6 @@
 """The WebUI in a real browser (Debian's Chromium through Playwright) against `lfops webui` started as README starts
-it, on a workspace that does not exist yet: the first start creates the embedded defaults and prints the users.
+it, on a workspace that does not exist yet: the first start creates the embedded defaults and writes the users'
+passwords to a file only its owner can read.
 
 An analyst fills LlamaBoard's own widgets (demo model, demo dataset, learning rate, LoRA rank) and saves to the repo;
 another analyst cannot approve it (no button, and the approve call forged with her session is refused by the
@@ -18,6 +19,7 @@ import pytest
 
 from tests.helpers import LFOPS, need_service, printed_passwords
 from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
+from webui.serve import PASSWORDS_FILE
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -34,8 +36,12 @@ def app(tmp_path_factory):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = start_webui(workspace, ARTIFACTS / "server.log")
     try:
-        users = printed_passwords(server.output())
+        # not a terminal: the generated passwords are in a file only its owner reads, never in the log
+        passwords_file = workspace / PASSWORDS_FILE
+        users = printed_passwords(passwords_file.read_text())
         assert set(users) == {"alice", "rita", "admin"}, server.output()
+        assert passwords_file.stat().st_mode & 0o777 == 0o600
+        assert not set(users.values()) & set(server.output().split())
         # a second analyst with a known password, added by the admin through the CLI while the server runs
         subprocess.run(
             [LFOPS, "--user", "admin", "user", "add", "carol", "--role", "analyst", "--password-stdin"],

@@ -11,8 +11,11 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
 
 from webui import llamaboard as lb
+from webui.admin_tab import AdminTab
+from webui.auth import COOKIES, sign_out, use_stored_sessions
 from webui.context import AppContext
 from webui.render import CSS
 from webui.review_tab import ReviewTab
@@ -29,6 +32,7 @@ class WebApp:
     review: ReviewTab
     runs: RunsTab
     serving: ServingTab
+    admin: AdminTab
 
 
 def build_app(ctx: AppContext) -> WebApp:
@@ -36,18 +40,19 @@ def build_app(ctx: AppContext) -> WebApp:
     with gr.Blocks(title=f"lfops · LLaMA Factory ({host})", css=lb.LLAMABOARD_CSS + CSS) as demo:
         who = gr.Markdown(elem_id="lfops-whoami")
         train = TrainActions(ctx)
-        review, runs, serving = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx)
+        review, runs, serving, admin = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx), AdminTab(ctx)
         with gr.Tabs(elem_id="lfops-tabs"):
             with gr.Tab("LlamaBoard", id="llamaboard", elem_id="lfops-tab-llamaboard"):
                 board = lb.build(demo, ctx.guard, train.build)
             review.build()
             runs.build()
             serving.build()
+            admin.build()  # shown to admins only (the backend checks each verb again)
         lb.finish(demo, board)
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
-    return WebApp(demo, board, train, review, runs, serving)
+    return WebApp(demo, board, train, review, runs, serving, admin)
 
 
 def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:
@@ -58,9 +63,19 @@ def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:
     from backend.api import create_app
 
     app = create_app(ctx.ws)
+
+    @app.get("/logout", include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:  # before Gradio's: its own cannot end a stored session
+        sign_out(ctx.auth, request)
+        response = RedirectResponse("./", status_code=302)
+        for cookie in COOKIES:
+            response.delete_cookie(cookie, path="/")
+        return response
+
     with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints a debug line when mounting
         gr.mount_gradio_app(app, web.blocks.queue(), "/", show_api=False, **ctx.auth.launch_kwargs())
     gradio_app = app.routes[-1].app  # the Mount just added
+    use_stored_sessions(ctx.auth, gradio_app)  # sessions in the store: every replica, and after a restart
 
     def session_user(request: Request) -> str | None:
         return _gradio_user(gradio_app, request)

@@ -1,14 +1,17 @@
 """Who is using the WebUI: password sign-in against the metadata store, or a trusted authenticating proxy's header.
 
 Gradio's own authentication guards every route (page, config, queue, API, files), so an anonymous visitor gets only
-the sign-in page and cannot call any event either. Each event then looks the user up again in the store, so a
-deactivated user or a changed role takes effect at once; permissions themselves are checked in backend/.
+the sign-in page and cannot call any event either. Its session table lives in the metadata store (`StoredSessions`,
+backend.sessions), under one cookie name, so a session survives a restart and holds on every replica. Each event
+then looks the user up again in the store, so a deactivated user or a changed role takes effect at once; permissions
+themselves are checked in backend/.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +21,13 @@ from backend import audit
 from backend.auth import Actor, actor_by_name
 from backend.errors import AuthenticationFailed, LfopsError, NotFound, PermissionDenied
 from backend.ops import is_loopback
+from backend.sessions import WebSessions
 from backend.workspace import Workspace
 
 PASSWORD, PROXY, NONE = "password", "proxy", "none"
+# Gradio names its cookie after a random id per process; one fixed name lets every replica read the same cookie.
+COOKIE_ID = "lfops"
+COOKIES = (f"access-token-{COOKIE_ID}", f"access-token-unsecure-{COOKIE_ID}")
 _MAX_FAILURES, _WINDOW_S = 10, 600.0
 
 
@@ -105,3 +112,45 @@ class Authenticator:
                 return actor_by_name(s, name)
         except NotFound:
             raise PermissionDenied(f"user {name!r} is no longer active; sign in again") from None
+
+
+class StoredSessions(MutableMapping[str, str]):
+    """Gradio's session table (`app.tokens`: cookie value -> user name), kept in the metadata store.
+
+    Gradio adds a session on sign-in and reads it on every request; the store keeps only the id's hash, so the table
+    cannot be listed (sign-out ends the one session: `sign_out`)."""
+
+    def __init__(self, sessions: WebSessions) -> None:
+        self.sessions = sessions
+
+    def __getitem__(self, session_id: str) -> str:
+        name = self.sessions.user_of(session_id)
+        if name is None:
+            raise KeyError(session_id)
+        return name
+
+    def __setitem__(self, session_id: str, user_name: str) -> None:
+        self.sessions.open(session_id, user_name)
+
+    def __delitem__(self, session_id: str) -> None:
+        self.sessions.close(session_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def use_stored_sessions(auth: Authenticator, gradio_app: Any) -> None:
+    """Point a mounted Gradio app's sessions at the store (password sign-in; a proxy keeps no sessions)."""
+    gradio_app.cookie_id = COOKIE_ID
+    gradio_app.tokens = StoredSessions(auth.ws.sessions)
+
+
+def sign_out(auth: Authenticator, request: Any) -> None:
+    """End the session of a request's cookie, on every replica."""
+    for cookie in COOKIES:
+        session_id = request.cookies.get(cookie)
+        if session_id:
+            auth.ws.sessions.close(session_id)

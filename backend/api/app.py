@@ -21,9 +21,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import errors
-from backend.api.routes import changes, lineage, registry, runs, tokens
+from backend.api.routes import admin, changes, lineage, registry, runs, tokens
 from backend.api.security import SessionUser, authenticate
-from backend.ops import Metrics, Readiness, is_loopback
+from backend.ops import Metrics, Readiness, is_loopback, leader_detail
 from backend.workspace import Workspace
 
 API_PREFIX = "/api/v1"
@@ -103,7 +103,7 @@ def create_api(ws: Workspace) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    for router in (changes.router, runs.router, registry.router, lineage.router, tokens.router):
+    for router in (changes.router, runs.router, registry.router, lineage.router, tokens.router, admin.router):
         api.include_router(router)
     errors.install(api)
     return api
@@ -116,6 +116,7 @@ def create_app(ws: Workspace, session_user: SessionUser | None = None) -> FastAP
     app.state.session_user = session_user
     metrics = app.state.metrics = Metrics(ws.store)
     metrics.time_pushes(ws.repo)
+    metrics.watch_leadership(ws.leadership)
     readiness = app.state.readiness = Readiness(ws)
     errors.install(app)
 
@@ -133,6 +134,7 @@ def create_app(ws: Workspace, session_user: SessionUser | None = None) -> FastAP
             "checks": [
                 {"name": c.name, "ok": c.ok, "detail": c.detail, "ms": round(c.seconds * 1000, 1)} for c in checks
             ],
+            "leader": leader_detail(ws.leadership),  # a standby replica is ready too: it serves requests
         }
         return JSONResponse(content, status_code=503 if failing else 200)
 

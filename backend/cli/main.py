@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 
 from backend.cli import (
+    audit,
     cluster,
     config,
     db,
@@ -44,6 +45,7 @@ COMMANDS: tuple[Register | None, ...] = (
     save.register,
     review.register,
     user.register,
+    audit.register,
     token.register,
     config.register,
     log.register,

@@ -64,6 +64,34 @@ class ApiToken(Base):
     user: Mapped[User] = relationship()
 
 
+class WebSession(Base):
+    """A WebUI sign-in session: only the sha256 of its id (the browser's cookie) is stored, so every replica knows it
+    and a restart keeps it; revoked on sign-out, deactivation and password reset (backend.sessions)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    id_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the cookie's value
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str] = mapped_column(String(100), default="", server_default="")
+
+    user: Mapped[User] = relationship()
+
+
+class Lease(Base):
+    """Who holds a leadership (backend.leader) as the holder last wrote it: for /readyz and the other replicas to
+    read. The lock itself is a PostgreSQL advisory lock or a file lock, never this row."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    renewed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ChangeRequest(Base):
     __tablename__ = "change_requests"
     id: Mapped[int] = mapped_column(primary_key=True)

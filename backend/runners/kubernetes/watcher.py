@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 240  # server-side watch timeout; the watch then resumes from its resourceVersion
 Listener = Callable[[str, RunStatus], None]
+# Events every watcher of this process received, by (kind, event type): /metrics reads them (backend.ops).
+_EVENTS: Counter[tuple[str, str]] = Counter()
+_EVENTS_LOCK = threading.Lock()
+
+
+def count_event(kind: str, etype: str) -> None:
+    with _EVENTS_LOCK:
+        _EVENTS[(kind, etype)] += 1
+
+
+def event_counts() -> dict[tuple[str, str], int]:
+    with _EVENTS_LOCK:
+        return dict(_EVENTS)
 
 
 class NamespaceWatcher:
@@ -239,6 +253,7 @@ class NamespaceWatcher:
                         return False
                     raise RuntimeError(f"watch error: {obj.get('message') or obj}")
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
+                count_event(kind, str(etype))
                 if etype == "BOOKMARK":
                     self.resource_versions[kind] = rv
                     self.stats["bookmarks"] += 1
