@@ -13,6 +13,8 @@ check        the verdict per target, with reasons and fixes
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from backend.config import Files, TrainConfig
 from backend.preflight.check import Finding, Report, Verdict, check, preflight
 from backend.preflight.memory import MemoryEstimate, estimate
@@ -42,8 +44,12 @@ __all__ = [
 class Preflight:
     """The preflight over one app's targets: this machine when the local runner is the default, and every profile."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | Callable[[], Settings]) -> None:
+        self._settings = settings  # a function: the workspace's settings of the moment (tests swap them)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings() if callable(self._settings) else self._settings
 
     def targets(self, profile: str | None = None) -> list[Target]:
         """Every target (or only `profile`), each with its own GPUs per node and one node."""
