@@ -65,6 +65,7 @@ SAVE_INTERRUPTED = "save-interrupted"
 BRANCH_DIFFERS = "branch-differs-from-change-request"
 
 
+
 @dataclass(frozen=True)
 class _Row:
     id: int

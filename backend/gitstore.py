@@ -45,6 +45,8 @@ def _git_env(env: dict | None = None) -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
 
 
+
+
 @dataclass(frozen=True)
 class Identity:
     name: str
