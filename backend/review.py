@@ -12,6 +12,7 @@ the reconcile's completion of them (either may finish first). No database transa
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, Pro
 from backend.failpoints import crash_point
 from backend.gitstore import BranchExists, GitStore, Identity, LostRace
 from backend.names import check_branch, check_id, check_name
+from backend.preflight import Preflight
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.secret_scan import refuse_secrets
 from backend.store import Store
@@ -42,6 +44,7 @@ MERGE_STEPS = ("merge.built", "merge.pushed", "merge.recorded")
 CLOSE_STEPS = ("close.recorded",)
 # A merge that keeps losing the race for main gives up after this many tries (jittered, growing pauses between).
 MERGE_ATTEMPTS = 12
+log = logging.getLogger("lfops.review")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SaveResult:
     config_hash: str
     dataset_version: str
     warnings: list[str] = field(default_factory=list)
+    preflight: list[str] = field(default_factory=list)  # a note, not a refusal: which launch targets can run it
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class ChangeRequestDetail:
     baseline: str  # what `before` means: "main" or "LLaMA-Factory default"
     validation: list[str]
     yaml: str
+    preflight: list[str] = field(default_factory=list)  # which launch targets can run the head's config
 
 
 def _view(cr: ChangeRequest) -> ChangeRequestView:
@@ -155,9 +160,10 @@ def param_table(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[l
 
 
 class ChangeRequests:
-    def __init__(self, store: Store, repo: GitStore) -> None:
+    def __init__(self, store: Store, repo: GitStore, preflight: Preflight | None = None) -> None:
         self.store = store
         self.repo = repo
+        self.preflight = preflight  # the launch targets a saved or reviewed config is checked against (a note)
 
     # ---- save ---------------------------------------------------------------------------------------------------
 
@@ -196,11 +202,12 @@ class ChangeRequests:
         path = f"configs/{name}.yaml"
         frozen = config.frozen()
         warnings = [str(w) for w in report.warnings]
+        notes = self._preflight_notes(config, self.repo.files(base))
         reserved = self._reserve(
             actor, config, frozen.config_hash, frozen.canonical_yaml, branch, path, base, message, dataset_version
         )
         if isinstance(reserved, SaveResult):
-            return replace(reserved, warnings=warnings)
+            return replace(reserved, warnings=warnings, preflight=notes)
         cr_id, commit = reserved
         crash_point("save.reserved")
         try:
@@ -210,7 +217,8 @@ class ChangeRequests:
             raise
         if owner is not None:  # the branch holds an interrupted save, now recovered
             self._unreserve(cr_id, commit)
-            return replace(self._same_save(actor, owner, branch, path, frozen.config_hash), warnings=warnings)
+            same = self._same_save(actor, owner, branch, path, frozen.config_hash)
+            return replace(same, warnings=warnings, preflight=notes)
         crash_point("save.pushed")
         with self.store.session() as s:
             if not open_saved(s, cr_id, commit, actor.name):
@@ -221,7 +229,18 @@ class ChangeRequests:
                         f"(`lfops doctor --repair`) adopts its branch {branch!r}"
                     )
         crash_point("save.opened")
-        return SaveResult(cr_id, branch, commit, path, frozen.config_hash, dataset_version, warnings)
+        return SaveResult(cr_id, branch, commit, path, frozen.config_hash, dataset_version, warnings, notes)
+
+    def _preflight_notes(self, config: TrainConfig, files: cfgmod.Files) -> list[str]:
+        """Which launch targets can run `config` as it is: said at save and in review, never a refusal (the config is
+        host-neutral; the launch checks its own target)."""
+        if self.preflight is None:
+            return []
+        try:
+            return self.preflight.notes(config, files)
+        except Exception as exc:  # noqa: BLE001 - a note that cannot be made must not stop a save or a review
+            log.warning("preflight note failed: %s", exc, exc_info=exc)
+            return ["preflight: could not be computed (see the server log)"]
 
     def _reserve(
         self,
@@ -357,6 +376,7 @@ class ChangeRequests:
         rows, baseline = param_table(before, head_cfg.normalised_args())
         report, _ = head_cfg.validate(self.repo.files(view.head_commit))
         validation = [f"{p.severity}: {p}" for p in report.problems] or ["ok: the config validates"]
+        notes = self._preflight_notes(head_cfg, self.repo.files(view.head_commit)) if report.ok else []
         return ChangeRequestDetail(
             request=view,
             yaml_diff=self.repo.diff(main, view.head_commit, view.config_path),
@@ -364,6 +384,7 @@ class ChangeRequests:
             baseline=baseline,
             validation=validation,
             yaml=head_yaml.decode(),
+            preflight=notes,
         )
 
     # ---- decisions ----------------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ HUB_REPO_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hugging Face H
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
 
 Count = Annotated[int, Ge(0)]
+GiB = Annotated[float, Ge(0)]
+# CUDA compute capabilities of data-centre and workstation GPUs: V100 7.0, T4 7.5, A100 8.0, A10/RTX 30xx 8.6,
+# L4/L40/RTX 40xx 8.9, H100/H200 9.0, B200 10.0, RTX 50xx 12.0 ("" = not said; the preflight then assumes)
+ComputeCapability = Literal["", "7.0", "7.2", "7.5", "8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "10.3", "12.0"]
 Positive = Annotated[int, Ge(1)]
 Port = Annotated[int, Interval(ge=1, le=65535)]
 
@@ -51,6 +55,11 @@ class ClusterProfile:
     namespace: str = "lfops"
     image: str = "ghcr.io/lfops/train:0.9.5"
     gpus_per_node: Count = 1
+    # What the nodes' GPUs are, for the launch preflight (backend.preflight): memory per GPU (0 = not said) and
+    # compute capability (bf16 and FlashAttention-2 need 8.0, fp8 8.9); gpu_model is only shown.
+    gpu_model: str = ""
+    gpu_memory_gib: GiB = 0.0
+    gpu_compute_capability: ComputeCapability = ""
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     priority_class: str = ""
@@ -287,4 +296,6 @@ def _expected(hint: Any) -> str:
         return "an object of string values" if args[1:] == (str,) else "an object"
     if origin is list:
         return "a list of objects" if args and get_origin(args[0]) is dict else "a list"
-    return {int: "an integer", str: "a string", bool: "true or false", Path: "a path"}.get(hint, str(hint))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}.get(
+        hint, str(hint)
+    )

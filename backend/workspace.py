@@ -17,6 +17,7 @@ from backend.auth import ROLES, Actor, add_user, authenticate, new_password
 from backend.gitstore import GitStore, Identity, init_origin
 from backend.leader import Leadership
 from backend.lineage import Lineage
+from backend.preflight import Preflight
 from backend.registry import Registry
 from backend.review import ChangeRequests
 from backend.runs import Runs, make_runner
@@ -67,8 +68,13 @@ class Workspace:
         return repo
 
     @cached_property
+    def preflight(self) -> Preflight:
+        """Launch targets (this machine, the cluster profiles) against what a config needs: at save, review, launch."""
+        return Preflight(lambda: self.settings)
+
+    @cached_property
     def changes(self) -> ChangeRequests:
-        return ChangeRequests(self.store, self.repo)
+        return ChangeRequests(self.store, self.repo, self.preflight)
 
     @cached_property
     def registry(self) -> Registry:
@@ -84,6 +90,7 @@ class Workspace:
             make_runner(self.settings, self.repo),
             self.registry,
             other_runners=lambda name: make_runner(self.settings, self.repo, name),
+            preflight=self.preflight,
         )
 
     @cached_property

@@ -168,6 +168,8 @@ class ReviewTab:
             f"#### Hyperparameters (before = {detail.baseline}; {sum(p.change != 'unchanged' for p in rows)} changed)"
         )
         validation = "**Validation:**\n" + "\n".join(f"- {md_text(v)}" for v in detail.validation)
+        if detail.preflight:  # which launch targets can run it as it is (backend.preflight)
+            validation += "\n\n**Launch targets:**\n" + "\n".join(f"- {md_text(n)}" for n in detail.preflight)
         if r.reviews:
             reviews = "**Reviews:**\n" + "\n".join(
                 f"- {rv.at:%Y-%m-%d %H:%M} **{md_text(rv.reviewer)}** {rv.decision.label}"

@@ -208,6 +208,7 @@ class TrainActions:
         ]
         lines += [f"- {note}" for note in notes]
         lines += [f"- warning: {w}" for w in result.warnings]
+        lines += [f"- {md_text(note)}" for note in result.preflight]  # a note; Launch refuses what cannot run
         return "\n".join(lines), gr.update(value=config.canonical_yaml(), visible=True)
 
     def save(

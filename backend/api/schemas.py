@@ -82,6 +82,7 @@ class ChangeRequestDetailOut(Out):
     baseline: str = Field(description="what `before` is: main, or LLaMA-Factory's defaults for a new config")
     validation: list[str]
     yaml: str
+    preflight: list[str] = Field([], description="which launch targets can run the head's config (docs/preflight.md)")
 
 
 class SaveIn(BaseModel):
@@ -99,6 +100,7 @@ class SaveOut(Out):
     config_hash: str
     dataset_version: str
     warnings: list[str]
+    preflight: list[str] = Field([], description="a note, not a refusal: which launch targets can run the config")
 
 
 class CommentIn(BaseModel):

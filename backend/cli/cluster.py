@@ -21,7 +21,16 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         bad = 0
         for p in settings.cluster_profiles.values():
             queue = f" queue={p.kueue_queue}" if p.kueue_queue else ""
-            print(f"{p.name:12} namespace={p.namespace} image={p.image} gpus/node={p.gpus_per_node}{queue}")
+            gpu = "".join(  # what the launch preflight knows of its GPUs (docs/preflight.md)
+                f" {name}={value}"
+                for name, value in (
+                    ("gpu", p.gpu_model),
+                    ("gpu_memory_gib", p.gpu_memory_gib),
+                    ("compute", p.gpu_compute_capability),
+                )
+                if value
+            )
+            print(f"{p.name:12} namespace={p.namespace} image={p.image} gpus/node={p.gpus_per_node}{queue}{gpu}")
             for problem in check_profile(p):
                 print(f"  error: {problem}")
                 bad += 1

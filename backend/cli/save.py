@@ -18,6 +18,8 @@ def cmd_save(args: argparse.Namespace) -> int:
     print(f"  config hash      {result.config_hash}\n  dataset version  {result.dataset_version}")
     for warning in result.warnings:
         print(f"  warning: {warning}")
+    for note in result.preflight:
+        print(f"  {note}")
     return 0
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from backend.gitstore import GitStore
+from backend.preflight import Preflight
 from backend.runners.base import Runner
 from backend.runs.launching import Launcher
 from backend.runs.monitor import RunMonitor
@@ -42,12 +43,13 @@ class Runs:
         runner: Runner,
         registry: Registry | None = None,
         other_runners: Callable[[str], Runner] | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.store = store
         self.repo = repo
         self.registry = registry
         self.runners = RunnerSet(runner, other_runners)
-        self.policy = LaunchPolicy(store, repo)
+        self.policy = LaunchPolicy(store, repo, preflight)
         self.queries = RunQueries(store, self.runners)
         self.tracker = Tracker(store, self.runners, self.queries, registry)
         self.launcher = Launcher(store, repo, self.policy, self.runners, self.tracker, self.queries, registry)

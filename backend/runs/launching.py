@@ -83,6 +83,9 @@ class Launcher:
             raise PermissionDenied(f"launch refused: {refusal} (an admin may override with a reason)")
         config, dataset_version = self._validated_config(resolved)
         resources = resources or Resources()
+        not_runnable = self.policy.hardware_refusal(config, self.repo.files(resolved.commit), resources)
+        if not_runnable is not None:
+            raise not_runnable  # before anything is recorded: a refused launch changes nothing
         runner = self.runners.for_resources(resources)
         for attempt in range(2):
             try:

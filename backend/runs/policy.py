@@ -5,7 +5,9 @@ commit is the one tree that was validated at merge time with its approval (the c
 the repository exactly as reviewed). A later commit on main "contains" the approved config but also changes nobody
 approved together with it (other data files, a dataset_info.json edit), so it is not launchable by itself; launch the
 change request that made it. An admin may launch any commit of the repository with a reason (`override_reason`),
-which is audited. The checks live here, not in a UI.
+which is audited. A launch on a target that cannot run the config (no GPU for bf16, too little memory...: the
+preflight, backend.preflight) is refused with the reason and the fix, for everyone: the config is never changed to
+fit, and an override is for the approval policy, not for hardware. The checks live here, not in a UI.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from backend import approvals
+from backend.config import Files, TrainConfig
 from backend.errors import Conflict, LfopsError, NotFound
 from backend.gitstore import GitStore
+from backend.preflight import Preflight
 from backend.review_status import ChangeRequestStatus
+from backend.runners.base import Resources
 from backend.runs.queries import COMMIT_RE
 from backend.store import Store
 from backend.store.models import ChangeRequest, Config
@@ -34,9 +39,10 @@ class LaunchTarget:
 
 
 class LaunchPolicy:
-    def __init__(self, store: Store, repo: GitStore) -> None:
+    def __init__(self, store: Store, repo: GitStore, preflight: Preflight | None = None) -> None:
         self.store = store
         self.repo = repo
+        self.preflight = preflight  # None: launches are not checked against their target (a bare Runs in tests)
 
     def resolve(self, target: int | str, config_path: str | None = None) -> LaunchTarget:
         """A change request number (`12`, `#12`) or a commit id (7-40 hex digits) -> commit and config path."""
@@ -103,3 +109,16 @@ class LaunchPolicy:
         if not self.repo.is_ancestor(target.commit, main):
             return f"commit {target.commit[:12]} is not on {self.repo.main}"
         return None
+
+    def hardware_refusal(self, config: TrainConfig, files: Files, resources: Resources) -> LfopsError | None:
+        """Why the target of `resources` cannot run `config` as it is, with the fix (None: it can, or it is a target
+        the preflight does not know and the runner will say what is wrong with it)."""
+        if self.preflight is None:
+            return None
+        verdict = self.preflight.launch_verdict(
+            config, files, resources.profile, resources.gpus_per_node, resources.nodes
+        )
+        if verdict is None or verdict.runnable:
+            return None
+        where = "profile" if resources.profile else "where"
+        return LfopsError(f"launch refused on {verdict.target.label}: {verdict.why_not()}", field=where)
