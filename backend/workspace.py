@@ -88,7 +88,11 @@ class Workspace:
         """Deployments of registry versions, locally (settings.workspace/serving) or on cluster profiles."""
         from backend.serving.service import Serving  # the gateway's stack loads only when serving is used
 
-        return Serving(self.store, self.registry, self.settings)
+        from backend.monitoring.sampler import DATABASE_VARIABLE, OBSERVER
+
+        # each local gateway samples requests into this store (backend.monitoring.sampler)
+        sampling = {"observers": (OBSERVER,), "observer_env": {DATABASE_VARIABLE: self.settings.database_url}}
+        return Serving(self.store, self.registry, self.settings, local_options=sampling)
 
     @cached_property
     def lineage(self) -> Lineage:

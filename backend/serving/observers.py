@@ -132,6 +132,13 @@ class ObserverDispatcher:
             pass
         self._thread.join(timeout)
         self._thread = None
+        for observer in self.observers:  # an observer with a writer of its own flushes it (sampling)
+            close = getattr(observer, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - shutting down: one observer's failure must not stop the rest
+                    log.debug("observer close failed", exc_info=True)
 
     def wanting(self, route: str) -> tuple[RequestObserver, ...]:
         """The observers that want this request (request path: guarded, no allocation when nobody wants it)."""
