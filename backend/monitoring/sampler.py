@@ -194,7 +194,9 @@ class _SamplerCollector:
 
         s = self.sampler
         outcomes = CounterMetricFamily(
-            "lfops_gateway_samples", "Sampled requests: stored, dropped (and why), pruned", labels=["deployment", "outcome"]
+            "lfops_gateway_samples",
+            "Sampled requests: stored, dropped (and why), pruned",
+            labels=["deployment", "outcome"],
         )
         for outcome, n in s.counts.items():
             outcomes.add_metric([s.deployment, outcome], n)

@@ -284,7 +284,11 @@ class DriftReport(Base):
     """One drift check of one window of a deployment's sampled prompts against its model's training prompts."""
 
     __tablename__ = "drift_reports"
-    __table_args__ = (Index("ix_drift_reports_deployment_created", "deployment", "created_at"),)
+    __table_args__ = (
+        Index("ix_drift_reports_deployment_created", "deployment", "created_at"),
+        # windows never overlap: a second checker (the app and a CronJob at once) cannot report the same window
+        UniqueConstraint("deployment", "window_start", name="uq_drift_reports_window"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     deployment: Mapped[str] = mapped_column(String(64))
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)

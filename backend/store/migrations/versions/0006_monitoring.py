@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["model_version_id"], ["model_versions.id"]),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("deployment", "window_start", name="uq_drift_reports_window"),
     )
     with op.batch_alter_table("drift_reports", schema=None) as batch_op:
         batch_op.create_index("ix_drift_reports_deployment_created", ["deployment", "created_at"], unique=False)
