@@ -1,5 +1,6 @@
 """The WebUI: LlamaBoard's tabs as they are (with the app's own Engine), plus Save to repo / Launch on the Train tab,
-and the Review, Runs & lineage and Serving tabs. Business rules live in backend/; this module only lays the tabs out."""
+and the Review, Runs & lineage, Serving and Monitoring tabs. Business rules live in backend/; this module only lays
+the tabs out."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 
 from webui import llamaboard as lb
 from webui.context import AppContext
+from webui.monitoring_tab import MonitoringTab
 from webui.render import CSS
 from webui.review_tab import ReviewTab
 from webui.runs_tab import RunsTab
@@ -29,6 +31,7 @@ class WebApp:
     review: ReviewTab
     runs: RunsTab
     serving: ServingTab
+    monitoring: MonitoringTab | None = None
 
 
 def build_app(ctx: AppContext) -> WebApp:
@@ -37,17 +40,19 @@ def build_app(ctx: AppContext) -> WebApp:
         who = gr.Markdown(elem_id="lfops-whoami")
         train = TrainActions(ctx)
         review, runs, serving = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx)
+        monitoring = MonitoringTab(ctx)
         with gr.Tabs(elem_id="lfops-tabs"):
             with gr.Tab("LlamaBoard", id="llamaboard", elem_id="lfops-tab-llamaboard"):
                 board = lb.build(demo, ctx.guard, train.build)
             review.build()
             runs.build()
             serving.build()
+            monitoring.build()
         lb.finish(demo, board)
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
-    return WebApp(demo, board, train, review, runs, serving)
+    return WebApp(demo, board, train, review, runs, serving, monitoring)
 
 
 def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:

@@ -50,6 +50,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     ws.runs.start_monitor()  # runs advance (status, metrics, registration) while the WebUI is up
     ws.serving.start_supervisor()  # local deployments restarted on crash, re-attached after this restart
     reconciler.start()  # and the repair goes on, every minute
+    from backend.monitoring.scheduler import PeriodicMonitor
+
+    PeriodicMonitor(ws.monitoring).start()  # drift checks of the deployments' sampled prompts, every 5 minutes
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
     print(f"  REST API http://{host}:{port}/api/v1 (docs at /api/v1/docs), /healthz /readyz /metrics", flush=True)
