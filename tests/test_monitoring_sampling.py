@@ -170,3 +170,45 @@ def test_clean_prompt_and_tokens():
     assert clean_prompt("What is 2 plus 3?").redactions == 0
     assert tokens("What is 2 plus 3?") == ["what", "is", "2", "plus", "3", "?"]
     assert json.dumps(clean_prompt("\ufffd" * 10).__dict__)  # binary: serialisable, empty
+
+
+def test_a_local_deployments_gateway_process_samples_into_the_workspace_store(env, stub):
+    """The wiring as `lfops deploy` makes it: the workspace gives each local gateway the sampler and the store's URL;
+    the gateway process (its own interpreter) writes the samples (the model server is the stub here)."""
+    from backend.serving.gateway import write_upstream_file
+    from backend.serving.httpserver import bind_socket
+    from backend.serving.keys import write_keys_file
+    from backend.serving.local_server import LocalDeployment
+
+    options = env.ws.serving.local.options
+    deployment = LocalDeployment(env.ws.settings.workspace / "serving", "demo", **options)
+    deployment.dir.mkdir(parents=True)
+    key, stored = new_api_key()
+    write_keys_file(deployment.dir / "keys.json", [stored])
+    write_upstream_file(deployment.dir / "upstream.json", Upstream(stub.url, "tiny-sft:v1"))
+    with env.ws.store.session() as s:
+        samples.set_policy(s, "demo", samples.Policy(rate=1.0), "test")
+    sock = bind_socket("127.0.0.1", 0)
+    deployment._start_gateway(sock)
+    sock.close()
+    try:
+        url = f"http://127.0.0.1:{deployment.gateway.record().port}"
+        headers = {"authorization": f"Bearer {key}"}
+        wait_for(
+            lambda: metric(url, "lfops_gateway_samples_total") >= 0 and _policy_read(url, headers),
+            30,
+            0.5,
+            "the policy",
+        )
+        assert _chat(url, headers, "What is 4 times 5? mail me at a@b.org").status_code == 200
+        wait_for(lambda: any("4 times 5" in r.prompt for r in _rows(env.ws.store)), 30, 0.2, "the sample stored")
+    finally:
+        deployment.gateway.stop(5)
+    (row,) = [r for r in _rows(env.ws.store) if "4 times 5" in r.prompt]
+    assert row.deployment == "demo" and EMAIL_HIDDEN in row.prompt and "a@b.org" not in row.prompt
+
+
+def _policy_read(url, headers) -> bool:
+    """Requests until one is sampled (the gateway reads the policy, rate 1.0, within its first pass)."""
+    _chat(url, headers, "warm-up")
+    return metric(url, "lfops_gateway_samples_total", outcome="stored") > 0
