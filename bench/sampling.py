@@ -1,11 +1,12 @@
 """Benchmark: what request sampling adds to the gateway's latency.
 
-Three gateway processes (as lfops runs them) in front of one stub model server (tests/serving_stub.py, its own
+Four gateway processes (as lfops runs them) in front of one stub model server (tests/serving_stub.py, its own
 process, answering at once so the gateway's own cost is what is measured): sampling off (no observer, twice: the
 second shows how much two identical gateways differ on this machine), sampling on at the default rate (10%), and on
 at 100% (every request redacted, queued and written to SQLite in the metadata store). Sequential keep-alive chat
-completions, interleaved request by request over the four in a random order, --requests each per run; p50 and p95 per run, the median over --runs runs, and the added latency against "off" side by side; and the
-CPU time each gateway process spent per request (less disturbed by other work on a shared machine than wall time).
+completions, interleaved request by request over the four in a random order, --requests each per run; p50 and p95
+per run, the median over --runs runs, and the added latency against "off" side by side; and the CPU time each
+gateway process spent per request (less disturbed by other work on a shared machine than wall time).
 
     .venv/bin/python bench/sampling.py [--runs 5] [--requests 400]
 """
@@ -80,7 +81,7 @@ def main() -> None:
     try:
         clients = {n: httpx.Client(base_url=u, headers=headers, timeout=30) for n, u in paths.items()}
         time.sleep(11)  # every sampler has read its policy (re-read every 10 s)
-        for name, client in clients.items():  # warm-up: connections, first-use imports
+        for client in clients.values():  # warm-up: connections, first-use imports
             for _ in range(50):
                 client.post("/v1/chat/completions", json=body).raise_for_status()
         cpu_before = {n: sum(g.cpu_times()[:2]) for n, g in gateways.items()}
@@ -97,9 +98,8 @@ def main() -> None:
                 p50[name].append(percentile(times[name], 50))
                 p95[name].append(percentile(times[name], 95))
         time.sleep(1.5)  # the last samples written
-        cpu_ms = {
-            n: (sum(g.cpu_times()[:2]) - cpu_before[n]) * 1000 / (args.runs * args.requests) for n, g in gateways.items()
-        }
+        total = args.runs * args.requests
+        cpu_ms = {n: (sum(g.cpu_times()[:2]) - cpu_before[n]) * 1000 / total for n, g in gateways.items()}
         with store.session() as s:
             stored_counts = {n: samples.count(s, n) for n in paths}
     finally:
