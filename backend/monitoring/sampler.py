@@ -157,14 +157,20 @@ class RequestSampler:
                     self._pending.task_done()
 
     def _take(self) -> Iterator[samples.Sample]:
+        """The next batch: what arrives within `flush_interval_s` of the first sample (one transaction for all of
+        them, not one per request), at most `batch_size`."""
         try:
             first = self._pending.get(timeout=self._flush_interval_s)
         except queue.Empty:
             return
         yield first
+        deadline = time.monotonic() + self._flush_interval_s
         for _ in range(self._batch_size - 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                return
             try:
-                yield self._pending.get_nowait()
+                yield self._pending.get(timeout=remaining)
             except queue.Empty:
                 return
 
