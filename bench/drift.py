@@ -67,7 +67,7 @@ def _states(prep: PreparedReference, windows: list[list[str]], seed: int) -> tup
     now = datetime.now(UTC)
     for i, window in enumerate(windows):
         findings = detect(prep, window, seed=seed + i)
-        state = declaration.decide(findings.drifting, previous, 1, rules)
+        state = declaration.decide(findings.drifting, declaration.Streak.of(previous, 1), rules)
         drifting += findings.drifting
         declared += state == report.DECLARED
         previous.insert(

@@ -27,7 +27,7 @@ def _declared_over(prep: PreparedReference, windows: list[list[str]]) -> tuple[l
     rules, previous, drifting, states = WindowRules(), [], [], []
     for i, window in enumerate(windows):
         findings = detect(prep, window, seed=i)
-        state = declaration.decide(findings.drifting, previous, 1, rules)
+        state = declaration.decide(findings.drifting, declaration.Streak.of(previous, 1), rules)
         drifting.append(findings.drifting)
         states.append(state)
         previous.insert(0, _fake_report(findings.drifting, state == report.DECLARED))
@@ -74,12 +74,12 @@ def test_a_drift_goes_on_without_being_declared_again_and_a_clean_window_resets_
     rules = WindowRules()
     states, previous = [], []
     for drifting in (True, True, True, False, True, True):
-        state = declaration.decide(drifting, previous, 1, rules)
+        state = declaration.decide(drifting, declaration.Streak.of(previous, 1), rules)
         states.append(state)
         previous.insert(0, _fake_report(drifting, state == report.DECLARED))
     assert states == ["drifting", "declared", "drifting", "ok", "drifting", "declared"]
     other_version = [_fake_report(True, False)]  # a drifting window of another model version does not count
-    assert declaration.decide(True, other_version, 2, rules) == report.DRIFTING
+    assert declaration.decide(True, declaration.Streak.of(other_version, 2), rules) == report.DRIFTING
 
 
 # ---- the whole check on a workspace ------------------------------------------------------------------------------
@@ -134,10 +134,10 @@ def test_checks_on_a_workspace_declare_once_call_the_hook_and_stay_quiet_without
     for i in range(2):  # the demo's own distribution (its dataset at the model's commit is the reference)
         clock = _add_window(ws, "demo", arithmetic(40, seed=100 + i), clock)
         states.append(monitoring.check("demo").state)
-    for i in range(3):  # then another domain
+    for i in range(4):  # then another domain: declared once, however long it goes on
         clock = _add_window(ws, "demo", kitchen(40, seed=200 + i), clock)
         states.append(monitoring.check("demo").state)
-    assert states == ["ok", "ok", "drifting", "declared", "drifting"]
+    assert states == ["ok", "ok", "drifting", "declared", "drifting", "drifting"]
     assert monitoring.check("demo") is None  # nothing new since the last window
     assert len(declared) == 1
     got = declared[0]
@@ -153,7 +153,7 @@ def test_checks_on_a_workspace_declare_once_call_the_hook_and_stay_quiet_without
     admin = any_db_env.actor("admin")
     view = monitoring.overview(admin, "demo", hours=2)
     assert view.latest.state == "drifting" and [r.state for r in view.reports][-1] == "ok"
-    assert sum(p.samples for p in view.traffic) == 210 and view.traffic[0].latency_p50_ms == 12.0
+    assert sum(p.samples for p in view.traffic) == 250 and view.traffic[0].latency_p50_ms == 12.0
 
 
 def test_a_dataset_whose_files_are_gone_gives_a_clear_report_state(env):

@@ -40,17 +40,29 @@ def enough(n_prompts: int, rules: WindowRules) -> bool:
     return n_prompts >= rules.min_prompts
 
 
-def decide(drifting: bool, previous: Sequence[DriftReport], model_version_id: int, rules: WindowRules) -> str:
-    """The state of a new window: OK, DRIFTING or DECLARED. `previous`: the deployment's reports, newest first."""
+@dataclass(frozen=True)
+class Streak:
+    """The drifting windows right before this one (same model version, back to the last clean window)."""
+
+    length: int = 0
+    declared: bool = False  # a drift was declared in it already
+
+    @classmethod
+    def of(cls, previous: Sequence[DriftReport], model_version_id: int) -> Streak:
+        """From reports newest first (all of the streak must be in them)."""
+        length, declared = 0, False
+        for report in previous:
+            if report.model_version_id != model_version_id or not report.drifting:
+                break
+            length += 1
+            declared = declared or report.declared
+        return cls(length, declared)
+
+
+def decide(drifting: bool, streak: Streak, rules: WindowRules) -> str:
+    """The state of a new window: OK, DRIFTING or DECLARED."""
     if not drifting:
         return OK
-    streak = [drifting]
-    declared_in_streak = False
-    for report in previous:
-        if report.model_version_id != model_version_id or not report.drifting:
-            break
-        streak.append(True)
-        declared_in_streak = declared_in_streak or report.declared
-    if len(streak) >= rules.consecutive and not declared_in_streak:
+    if streak.length + 1 >= rules.consecutive and not streak.declared:
         return DECLARED
     return DRIFTING

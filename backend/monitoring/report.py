@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session
 
 from backend.store.models import DriftReport as DriftReportRow
@@ -119,3 +119,19 @@ def get(s: Session, report_id: int) -> DriftReport | None:
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def streak(s: Session, deployment: str, model_version_id: int) -> tuple[int, bool]:
+    """(how many drifting windows of this model version came last, whether one of them declared a drift): the
+    reports after the last clean window (or the last of another version)."""
+    last_break = s.scalar(
+        select(func.max(DriftReportRow.id)).where(
+            DriftReportRow.deployment == deployment,
+            (DriftReportRow.drifting.is_(False)) | (DriftReportRow.model_version_id != model_version_id),
+        )
+    )
+    q = select(func.count(), func.max(DriftReportRow.declared.cast(Integer))).where(
+        DriftReportRow.deployment == deployment, DriftReportRow.id > (last_break or 0)
+    )
+    length, declared = s.execute(q).one()
+    return int(length or 0), bool(declared)

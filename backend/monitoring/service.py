@@ -94,8 +94,9 @@ class Monitoring:
                 raise NotFound(f"deployment {name!r} does not exist", field="deployment")
             mv = s.get(ModelVersion, row.model_version_id)
             version_id, version_ref = mv.id, f"{mv.name}:v{mv.version}"
-            previous = report.recent(s, name, limit=max(self.rules.consecutive, 2))
+            previous = report.recent(s, name, limit=1)
             after = previous[0].window_end if previous else None
+            streak = declaration.Streak(*report.streak(s, name, version_id))
             window = samples.prompts_between(s, name, after, now, self.rules.max_prompts)
             if not declaration.enough(len(window), self.rules):
                 return None
@@ -135,7 +136,7 @@ class Monitoring:
             )
         else:
             findings = detect(prepared, [prompt for _at, prompt in window])
-            state = declaration.decide(findings.drifting, previous, version_id, self.rules)
+            state = declaration.decide(findings.drifting, streak, self.rules)
             exceeded = [k for k, v in findings.scores.items() if v > findings.thresholds[k]]
             new = DriftReport(
                 **base,
