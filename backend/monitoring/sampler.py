@@ -157,20 +157,13 @@ class RequestSampler:
                     self._pending.task_done()
 
     def _take(self) -> Iterator[samples.Sample]:
-        """The next batch: what arrives within `flush_interval_s` of the first sample (one transaction for all of
-        them, not one per request), at most `batch_size`."""
-        try:
-            first = self._pending.get(timeout=self._flush_interval_s)
-        except queue.Empty:
-            return
-        yield first
-        deadline = time.monotonic() + self._flush_interval_s
-        for _ in range(self._batch_size - 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
-                return
+        """The next batch: everything queued after a pause of `flush_interval_s`, at most `batch_size`. The writer
+        sleeps between batches rather than waking for each sample: one transaction and one wake-up per batch."""
+        if self._pending.empty():
+            self._stop.wait(self._flush_interval_s)
+        for _ in range(self._batch_size):
             try:
-                yield self._pending.get(timeout=remaining)
+                yield self._pending.get_nowait()
             except queue.Empty:
                 return
 
