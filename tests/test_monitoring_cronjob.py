@@ -70,3 +70,44 @@ def test_the_cronjob_is_accepted_and_its_pods_admitted_on_the_control_plane(k8s_
             wait_for(lambda: pods_of(k8s_cluster, namespace, "lfops-monitor-now"), 60, what="the check's pod")
     finally:
         delete_namespace(k8s_cluster, namespace)
+
+
+def test_a_cluster_gateway_samples_when_its_target_names_the_database_secret(k8s_cluster):
+    """The serving target's `sampling_database_secret` (a cluster profile's serving block): the gateway sidecar loads
+    the sampler and reads the store's URL from that Secret; without it, nothing changes. Applied (dry run) on the
+    control plane."""
+    from kubernetes import dynamic
+
+    from backend.serving import manifests as sm
+    from tests.test_serving_manifests import GPU, containers, keys, spec
+
+    _, stored = keys(1)
+    plain = containers(sm.build_manifests(spec(), GPU, stored))["gateway"]
+    assert "--observer" not in plain["args"] and "env" not in plain
+    namespace = create_namespace(k8s_cluster, "lfops-mon")
+    try:
+        target = sm.ServingTarget(
+            **{**GPU.__dict__, "namespace": namespace, "sampling_database_secret": "lfops-database"}
+        )
+        m = sm.build_manifests(spec(), target, stored)
+        gateway = containers(m)["gateway"]
+        assert gateway["args"][-2:] == ["--observer", "backend.monitoring.sampler:for_deployment"]
+        assert gateway["env"] == [
+            {
+                "name": "LFOPS_SAMPLING_DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": "lfops-database", "key": "url"}},
+            }
+        ]
+        with k8s_cluster.client() as api:
+            dyn = dynamic.DynamicClient(api)
+            for obj in m.objects():
+                resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+                resource.server_side_apply(
+                    body=obj,
+                    name=obj["metadata"]["name"],
+                    namespace=namespace,
+                    field_manager="lfops-test",
+                    dry_run="All",
+                )
+    finally:
+        delete_namespace(k8s_cluster, namespace)

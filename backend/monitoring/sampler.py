@@ -29,14 +29,14 @@ from typing import Any
 from backend.errors import LfopsError
 from backend.monitoring import samples
 from backend.monitoring.prompts import clean_prompt
-from backend.serving.observers import RequestRecord
+from backend.serving.observers import SAMPLING_DATABASE_VARIABLE, SAMPLING_OBSERVER, RequestRecord
 from backend.store import Store
 
 log = logging.getLogger(__name__)
 
 SAMPLED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
-DATABASE_VARIABLE = "LFOPS_SAMPLING_DATABASE_URL"
-OBSERVER = "backend.monitoring.sampler:for_deployment"
+DATABASE_VARIABLE = SAMPLING_DATABASE_VARIABLE
+OBSERVER = SAMPLING_OBSERVER
 OUTCOMES = ("stored", "dropped_queue_full", "dropped_store_unavailable", "pruned")
 PROMPT_KINDS = ("truncated", "binary", "redacted")
 
