@@ -29,6 +29,7 @@ from backend.tokens import Tokens
 from backend.users import Users
 
 if TYPE_CHECKING:
+    from backend.monitoring.service import Monitoring
     from backend.serving.service import Serving
 
 REPO_README = """\
@@ -96,9 +97,19 @@ class Workspace:
     @cached_property
     def serving(self) -> Serving:
         """Deployments of registry versions, locally (settings.workspace/serving) or on cluster profiles."""
+        from backend.monitoring.sampler import DATABASE_VARIABLE, OBSERVER
         from backend.serving.service import Serving  # the gateway's stack loads only when serving is used
 
-        return Serving(self.store, self.registry, self.settings)
+        # each local gateway samples requests into this store (backend.monitoring.sampler)
+        sampling = {"observers": (OBSERVER,), "observer_env": {DATABASE_VARIABLE: self.settings.database_url}}
+        return Serving(self.store, self.registry, self.settings, local_options=sampling)
+
+    @cached_property
+    def monitoring(self) -> Monitoring:
+        """Request samples and drift reports of deployments; `monitoring.on_drift_declared` takes hooks."""
+        from backend.monitoring.service import Monitoring
+
+        return Monitoring(self.store, self.repo)
 
     @cached_property
     def lineage(self) -> Lineage:

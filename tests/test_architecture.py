@@ -60,6 +60,7 @@ WRONG_IMPORTS = [
     ("backend/cli/runs.py", "from backend.cli import review\n", "cli-command-groups"),
     ("backend/runs/queries.py", "from backend.runs import tracking\n", "runs-one-module-per-job"),
     ("backend/preflight/needs.py", "from backend.preflight import memory\n", "preflight-one-module-per-job"),
+    ("backend/monitoring/length_psi.py", "from backend.monitoring import checks\n", "monitoring-one-module-per-job"),
     ("backend/runners/local.py", "from backend.runners import kubernetes\n", "runners"),
     ("backend/runners/kubernetes/manifests.py", "from backend.runners.kubernetes import client\n", "kubernetes-runner"),
     ("webui/runs_tab.py", "from webui import review_tab\n", "webui-layers"),

@@ -1,5 +1,6 @@
 """The WebUI: LlamaBoard's tabs as they are (with the app's own Engine), plus Save to repo / Launch on the Train tab,
-and the Review, Runs & lineage and Serving tabs. Business rules live in backend/; this module only lays the tabs out."""
+and the Review, Runs & lineage, Serving and Monitoring tabs. Business rules live in backend/; this module only lays
+the tabs out."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from webui import llamaboard as lb
 from webui.admin_tab import AdminTab
 from webui.auth import COOKIES, sign_out, use_stored_sessions
 from webui.context import AppContext
+from webui.monitoring_tab import MonitoringTab
 from webui.render import CSS
 from webui.review_tab import ReviewTab
 from webui.runs_tab import RunsTab
@@ -33,6 +35,7 @@ class WebApp:
     runs: RunsTab
     serving: ServingTab
     admin: AdminTab
+    monitoring: MonitoringTab | None = None
 
 
 def build_app(ctx: AppContext) -> WebApp:
@@ -41,18 +44,20 @@ def build_app(ctx: AppContext) -> WebApp:
         who = gr.Markdown(elem_id="lfops-whoami")
         train = TrainActions(ctx)
         review, runs, serving, admin = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx), AdminTab(ctx)
+        monitoring = MonitoringTab(ctx)
         with gr.Tabs(elem_id="lfops-tabs"):
             with gr.Tab("LlamaBoard", id="llamaboard", elem_id="lfops-tab-llamaboard"):
                 board = lb.build(demo, ctx.guard, train.build)
             review.build()
             runs.build()
             serving.build()
+            monitoring.build()
             admin.build()  # shown to admins only (the backend checks each verb again)
         lb.finish(demo, board)
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
-    return WebApp(demo, board, train, review, runs, serving, admin)
+    return WebApp(demo, board, train, review, runs, serving, admin, monitoring)
 
 
 def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:

@@ -16,6 +16,7 @@ from backend.workspace import Workspace
 from webui.auth import NONE, PROXY, Authenticator, check_bind, is_loopback
 
 if TYPE_CHECKING:
+    from backend.monitoring.scheduler import PeriodicMonitor
     from backend.reconcile.periodic import PeriodicReconcile
 
 
@@ -68,19 +69,24 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
 class LeaderDuties:
     """What the elected replica runs: the run monitor (runs advance: status, metrics, registration), the serving
     supervisor (local deployments restarted on crash, re-attached after a restart; missed follows caught up) and the
-    periodic repair of change requests; all stop when the lead is lost."""
+    periodic repair of change requests and the drift checks of the deployments' sampled prompts; all stop when the
+    lead is lost."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.reconciler: PeriodicReconcile | None = None
+        self.drift_checks: PeriodicMonitor | None = None
 
     def start(self) -> None:
+        from backend.monitoring.scheduler import PeriodicMonitor
         from backend.reconcile.periodic import PeriodicReconcile
 
         self.ws.runs.start_monitor()
         self.ws.serving.start_supervisor()
         self.reconciler = PeriodicReconcile(self.ws)
         self.reconciler.start()
+        self.drift_checks = PeriodicMonitor(self.ws.monitoring)  # every 5 minutes
+        self.drift_checks.start()
 
     def stop(self) -> None:
         self.ws.runs.stop_monitor()
@@ -88,6 +94,9 @@ class LeaderDuties:
         if self.reconciler is not None:
             self.reconciler.stop()
             self.reconciler = None
+        if self.drift_checks is not None:
+            self.drift_checks.stop()
+            self.drift_checks = None
 
 
 PASSWORDS_FILE = "first-start-passwords.txt"

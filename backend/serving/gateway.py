@@ -325,6 +325,10 @@ class Gateway:
         self.config = config
         self.metrics = GatewayMetrics(config.deployment)
         self.dispatcher = ObserverDispatcher(observers, on_drop=self.metrics.observer_drop)
+        for observer in observers:  # an observer with counters of its own shows them on /metrics (sampling's drops)
+            register = getattr(observer, "register_metrics", None)
+            if register is not None:
+                register(self.metrics.registry)
         self.upstream = config.upstream
         self._retired: list[Upstream] = []
         self.keys = keys if keys is not None else KeyRing()

@@ -34,7 +34,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,8 +158,13 @@ class LocalDeployment:
         drain_timeout_s: float = 120.0,
         stop_grace_s: float = 10.0,
         cli: Path | None = None,
+        observers: Sequence[str] = (),
+        observer_env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = check_deployment_name(name)
+        # request observers the gateway process loads (MODULE:FACTORY, e.g. request sampling) and what they need
+        self.observers = tuple(observers)
+        self.observer_env = dict(observer_env or {})
         self.dir = Path(root) / name
         self.ready_timeout_s = ready_timeout_s
         self.drain_timeout_s = drain_timeout_s
@@ -319,12 +324,16 @@ class LocalDeployment:
             str(self.dir / "upstream.json"),
             "--keys-file",
             str(self.dir / "keys.json"),
+            *(arg for spec in self.observers for arg in ("--observer", spec)),
         ]
 
     def _start_gateway(self, sock: socket.socket, restarts: int = 0, timeout_s: float = 60.0) -> None:
         fd = sock.fileno()
         env = child_env(
-            {"PYTHONPATH": os.pathsep.join(filter(None, [_backend_root(), os.environ.get("PYTHONPATH")]))},
+            {
+                "PYTHONPATH": os.pathsep.join(filter(None, [_backend_root(), os.environ.get("PYTHONPATH")])),
+                **self.observer_env,
+            },
             drop_credentials=True,
         )
         self.gateway.start(

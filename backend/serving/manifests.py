@@ -35,6 +35,7 @@ from backend.runners.kubernetes.manifests import MANAGED_BY, MANAGED_BY_KEY, PRE
 from backend.serving.keys import KEYS_FORMAT, StoredKey
 from backend.serving.metrics import IN_FLIGHT_METRIC
 from backend.serving.names import check_deployment_name
+from backend.serving.observers import SAMPLING_DATABASE_VARIABLE, SAMPLING_OBSERVER
 
 DEPLOYMENT_LABEL = PREFIX + "deployment"
 MODEL_LABEL = PREFIX + "model"
@@ -86,6 +87,8 @@ class ServingTarget:
     scale_down_window_s: int = 300  # the HPA scales down only after load stayed low this long
     max_model_len: int = 0  # vLLM's --max-model-len (0: the model's own)
     startup_timeout_s: int = 1800  # model download and load
+    # request sampling (docs/monitoring.md): the Secret (key `url`) with the metadata store's URL; "" = no sampling
+    sampling_database_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,20 @@ def _gateway(spec: ServingSpec, target: ServingTarget) -> dict[str, Any]:
             "0.0.0.0",  # noqa: S104 - inside the pod; the Service is the way in
             "--port",
             str(GATEWAY_PORT),
+            *(["--observer", SAMPLING_OBSERVER] if target.sampling_database_secret else []),
         ],
+        **(
+            {
+                "env": [
+                    {
+                        "name": SAMPLING_DATABASE_VARIABLE,
+                        "valueFrom": {"secretKeyRef": {"name": target.sampling_database_secret, "key": "url"}},
+                    }
+                ]
+            }
+            if target.sampling_database_secret
+            else {}
+        ),
         "ports": [{"name": "http", "containerPort": GATEWAY_PORT}],
         "resources": {
             "requests": {"cpu": target.gateway_cpu, "memory": target.gateway_memory},

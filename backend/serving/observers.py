@@ -27,6 +27,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
+# Request sampling (backend.monitoring.sampler): the observer the gateway process loads, and where it finds the
+# metadata store. Named here so that serving's manifests and local processes refer to it without importing it.
+SAMPLING_OBSERVER = "backend.monitoring.sampler:for_deployment"
+SAMPLING_DATABASE_VARIABLE = "LFOPS_SAMPLING_DATABASE_URL"
 MAX_PROMPT_CHARS = 16_384
 MAX_QUEUED = 1024
 MAX_QUEUED_BYTES = 64 << 20
@@ -132,6 +136,13 @@ class ObserverDispatcher:
             pass
         self._thread.join(timeout)
         self._thread = None
+        for observer in self.observers:  # an observer with a writer of its own flushes it (sampling)
+            close = getattr(observer, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - shutting down: one observer's failure must not stop the rest
+                    log.debug("observer close failed", exc_info=True)
 
     def wanting(self, route: str) -> tuple[RequestObserver, ...]:
         """The observers that want this request (request path: guarded, no allocation when nobody wants it)."""

@@ -266,3 +266,72 @@ class AuditEvent(Base):
     subject: Mapped[str] = mapped_column(String(255), index=True)
     detail: Mapped[dict] = mapped_column(default=dict)
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class RequestSample(Base):
+    """One sampled request of a deployment's gateway (backend.monitoring): the prompt redacted and capped, with what
+    the gateway saw of the answer. `weight` is 1/sampling rate at the time, so traffic figures can be estimated."""
+
+    __tablename__ = "request_samples"
+    __table_args__ = (Index("ix_request_samples_deployment_at", "deployment", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(64))  # the name: the gateway knows no row id
+    model_version: Mapped[str] = mapped_column(String(255), default="")  # NAME:vN that answered
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    route: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(String(200), default="")
+    stream: Mapped[bool] = mapped_column(default=False)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    prompt: Mapped[str] = mapped_column(Text, default="")  # redacted, capped; "" for a binary prompt
+    prompt_chars: Mapped[int] = mapped_column(Integer, default=0)  # the full length before the cap
+    prompt_truncated: Mapped[bool] = mapped_column(default=False)
+    prompt_binary: Mapped[bool] = mapped_column(default=False)
+    redactions: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    response_chars: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+
+
+class SamplingPolicy(Base):
+    """How a deployment's gateway samples requests; no row: the defaults (backend.monitoring.policy_rows)."""
+
+    __tablename__ = "sampling_policies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    rate: Mapped[float] = mapped_column(Float)
+    max_samples: Mapped[int] = mapped_column(Integer)
+    retention_days: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DriftReport(Base):
+    """One drift check of one window of a deployment's sampled prompts against its model's training prompts."""
+
+    __tablename__ = "drift_reports"
+    __table_args__ = (
+        Index("ix_drift_reports_deployment_created", "deployment", "created_at"),
+        # windows never overlap: a second checker (the app and a CronJob at once) cannot report the same window
+        UniqueConstraint("deployment", "window_start", name="uq_drift_reports_window"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    model_version: Mapped[str] = mapped_column(String(255))  # NAME:vN
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    n_prompts: Mapped[int] = mapped_column(Integer)
+    n_reference: Mapped[int] = mapped_column(Integer, default=0)
+    dataset_version: Mapped[str] = mapped_column(String(80), default="")
+    state: Mapped[str] = mapped_column(String(32))  # ok | drifting | declared | reference_missing
+    drifting: Mapped[bool] = mapped_column(default=False)  # this window crossed a threshold
+    declared: Mapped[bool] = mapped_column(default=False, index=True)  # the second drifting window in a row
+    scores: Mapped[dict] = mapped_column(default=dict)
+    thresholds: Mapped[dict] = mapped_column(default=dict)
+    evidence: Mapped[dict] = mapped_column(default=dict)  # top_terms, sample_prompts
+    reason: Mapped[str] = mapped_column(Text, default="")

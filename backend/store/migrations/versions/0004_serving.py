@@ -6,8 +6,8 @@
   served, and when") and the switch time.
 - api_keys: a deployment's keys as public id + sha256 (the key itself is never stored).
 
-Revision ID: 0003_serving
-Revises: 0002_runs_registry
+Revision ID: 0004_serving
+Revises: 0003_api_tokens
 """
 from alembic import op
 import sqlalchemy as sa
