@@ -17,6 +17,7 @@ from backend.auth import ROLES, Actor, add_user, authenticate, new_password
 from backend.gitstore import GitStore, Identity, init_origin
 from backend.lineage import Lineage
 from backend.registry import Registry
+from backend.retrain import Retrain
 from backend.review import ChangeRequests
 from backend.runs import Runs, make_runner
 from backend.settings import Settings
@@ -65,7 +66,13 @@ class Workspace:
 
     @cached_property
     def changes(self) -> ChangeRequests:
-        return ChangeRequests(self.store, self.repo)
+        # a recorded merge may launch its run (lfops.launch_on_merge) and settles retrain requests (backend.retrain)
+        return ChangeRequests(self.store, self.repo, on_merged=lambda view, actor: self.retrain.on_merged(view, actor))
+
+    @cached_property
+    def retrain(self) -> Retrain:
+        """Retrain change requests from signals (drift, new dataset versions), with a dependency bot's safeguards."""
+        return Retrain(self.store, self.repo, self.changes, runs=lambda: self.runs)
 
     @cached_property
     def registry(self) -> Registry:

@@ -20,6 +20,7 @@ from backend.cli import (
     lineage,
     log,
     registry,
+    retrain,
     review,
     runs,
     save,
@@ -55,6 +56,7 @@ COMMANDS: tuple[Register | None, ...] = (
     serving.register_deploy,
     serving.register_deployments,
     lineage.register,
+    retrain.register,
     runs.register_reproduce,
     doctor.register,
 )
