@@ -40,7 +40,7 @@ def propose(repo: GitStore, main: str, commit: str, config_path: str, signal: Re
     problems, version = config.check_datasets(repo.files(main))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        raise LfopsError(f"dataset: on {repo.main}, {errors[0].message}", field="dataset")
+        raise LfopsError(f"dataset: on {repo.main}, {errors[0].reason}", field="dataset")
     config.metadata[DATASET_VERSION_KEY] = version
     config.metadata[RETRAIN_KEY] = signal.evidence_ref
     name = config_path.removeprefix("configs/").removesuffix(".yaml")
