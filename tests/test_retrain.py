@@ -407,3 +407,23 @@ def test_cli_check_opens_a_request_and_says_so(env, tmp_path, capsys, monkeypatc
     [(cr, *_)] = bot_requests(env)
     assert "checked 1 running deployment(s)" in out
     assert f"-> opened change request #{cr}" in out
+
+
+def test_the_review_tab_shows_the_evidence_and_the_comments(env):
+    from tests.webui_fixtures import plain
+    from webui.review_tab import ReviewTab
+
+    alice = env.actor("alice")
+    mv = deployed(env)
+    cr = env.ws.retrain.handle(drift(mv, report=17)).change_request
+    env.ws.retrain.handle(drift(mv, report=18, fingerprint="drift:tiny:new-terms"))
+    detail = env.ws.changes.show(alice, cr)
+    header, *_, reviews = ReviewTab.render(detail, False, env.ws.retrain.evidence(alice, cr))
+    text = plain(reviews)
+    assert "**Retrain evidence** (the retrain bot proposed this; it cannot approve or merge)" in text
+    assert "**drift** `drift-report:17` on deployment `tiny`, observed 2026-11-30 09:15: opened this request" in text
+    assert "**drift** `drift-report:18` on deployment `tiny`, observed 2026-11-30 09:15: added as a comment" in text
+    assert "top terms: refund (18)" in text
+    assert "Retrain tiny because tiny:v1 drifted on deployment tiny (drift-report:17)" in plain(header)
+    human = env.ws.changes.save(alice, small_config(env, seed=3), "people", "a person's change").change_request
+    assert "Retrain evidence" not in ReviewTab.render(env.ws.changes.show(alice, human), False, [])[-1]
