@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,14 @@ class Workspace:
     @cached_property
     def retrain(self) -> Retrain:
         """Retrain change requests from signals (drift, new dataset versions), with a dependency bot's safeguards."""
-        return Retrain(self.store, self.repo, self.changes, runs=lambda: self.runs)
+        return Retrain(
+            self.store,
+            self.repo,
+            self.changes,
+            runs=lambda: self.runs,
+            cooldown=timedelta(hours=self.settings.retrain_cooldown_hours),
+            hourly_limit=self.settings.retrain_hourly_limit,
+        )
 
     @cached_property
     def registry(self) -> Registry:
