@@ -333,6 +333,12 @@ def test_dataset_files_gone_on_main_propose_nothing(env, tmp_path):
     assert handled.reason == "dataset: on main, 'demo_arith': file data/demo_arith.json does not exist"
     assert bot_requests(env) == []
     assert [r.state for r in env.ws.retrain.requests(alice)] == ["failed"]
+    again = env.ws.retrain.handle(drift(mv))  # not tried again at once (the periodic pass comes every minute)
+    assert (again.outcome, again.signal_id) == (Outcome.INVALID, None) and "tried again after 0:10:00" in again.reason
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    env.ws.retrain.clock = lambda: later
+    assert env.ws.retrain.handle(drift(mv)).signal_id is not None  # tried (and refused) again
+    assert [r.state for r in env.ws.retrain.requests(alice)] == ["failed", "failed"]
     push_data(env, tmp_path, records=[], message="data back")  # an empty list is a file again
     assert env.ws.retrain.handle(drift(mv, report=5, fingerprint="drift:tiny:5")).outcome == Outcome.OPENED
 
@@ -427,3 +433,49 @@ def test_the_review_tab_shows_the_evidence_and_the_comments(env):
     assert "Retrain tiny because tiny:v1 drifted on deployment tiny (drift-report:17)" in plain(header)
     human = env.ws.changes.save(alice, small_config(env, seed=3), "people", "a person's change").change_request
     assert "Retrain evidence" not in ReviewTab.render(env.ws.changes.show(alice, human), False, [])[-1]
+
+
+# ---- the whole loop, trained for real -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_loop_for_real_data_changes_a_reviewed_retrain_trains_v2_and_lineage_says_why(env, tmp_path):
+    """v1 trained for real (launched by its merge), served (its deployment row: serving is tested elsewhere), new
+    data on main -> the bot's request -> review, merge -> v2 trains for real -> lineage says why."""
+    alice, rita = env.actor("alice"), env.actor("rita")
+    config = small_config(env)
+    config.metadata["launch_on_merge"] = True
+    cr = env.ws.changes.save(alice, config, "loop", "train on merge").change_request
+    env.ws.changes.approve(rita, cr, "ok")
+    env.ws.runs.start_monitor(interval=0.2)
+    try:
+        env.ws.changes.merge(rita, cr)
+        [v1_run] = env.ws.runs.list(alice)
+        assert env.ws.runs.wait(alice, v1_run.id, timeout=300).status == "succeeded"
+        v1 = env.ws.registry.for_run(v1_run.id)
+        assert v1.ref == "loop:v1"
+        with env.ws.store.session() as s:
+            s.add(Deployment(name="loop", model_version_id=v1.id, target="local", status="running"))
+
+        push_data(env, tmp_path)
+        [(signal, handled)] = env.ws.retrain.check(alice).handled
+        assert handled.outcome == Outcome.OPENED
+        retrain_cr = handled.change_request
+        with env.ws.store.session() as s:
+            assert s.scalar(select(Run.id).where(Run.id != v1_run.id)) is None  # proposed, not trained
+        env.ws.changes.approve(rita, retrain_cr, "new data, same recipe")
+        env.ws.changes.merge(rita, retrain_cr)
+        v2_run = next(r for r in env.ws.runs.list(alice) if r.id != v1_run.id)
+        assert v2_run.change_request_id == retrain_cr
+        assert env.ws.runs.wait(alice, v2_run.id, timeout=300).status == "succeeded"
+    finally:
+        env.ws.runs.stop_monitor()
+        kill_leftover_runs(env.ws)
+    v2 = env.ws.lineage.of_model(alice, "loop:v2")
+    assert v2.dataset_version == signal.evidence_ref.removeprefix("dataset-version:") != v1_run.dataset_version
+    assert v2.because.startswith(
+        "loop:v2 was trained because dataset demo_arith changed (seen "
+    ) and v2.because.endswith(
+        f"loop:v1 was trained on the old one); evidence {signal.evidence_ref}, change request #{retrain_cr}"
+    )
+    assert env.ws.retrain.requests(alice)[0].state == "merged"

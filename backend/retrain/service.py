@@ -6,6 +6,7 @@
 2. the model already has an open retrain request: the same fingerprint again is a DUPLICATE (nothing recorded), new
    evidence is a comment on that request (COMMENTED), never a second request;
 3. a request carrying this fingerprint was closed unmerged (or merged): SUPPRESSED until the fingerprint changes;
+   (the last attempt for this fingerprint failed less than RETRY_AFTER ago: the same answer, not recorded again);
 4. a retrain request of this model was merged less than `cooldown` ago: COOLDOWN;
 5. `hourly_limit` requests were opened in the last hour (all models): RATE_LIMITED;
 6. otherwise the bot claims the model (a `retrain_requests` row whose unique `open_key` is the model's name, so two
@@ -63,6 +64,9 @@ COOLDOWN = timedelta(hours=24)
 HOURLY_LIMIT = 5
 # A claim whose change request never appeared (the process died while saving) is given up after this long.
 CLAIM_STALE = timedelta(minutes=10)
+# A signal whose request could not be opened (dataset files gone, Git away) is tried again after this long, not at
+# every periodic pass.
+RETRY_AFTER = timedelta(minutes=10)
 OPENING, OPEN, MERGED, CLOSED, FAILED = "opening", "open", "merged", "closed", "failed"
 
 
@@ -197,6 +201,20 @@ class Retrain:
                 how = "closed unmerged" if state == CLOSED else "merged"
                 reason = f"change request #{cr} with this signal was {how}; suppressed until the signal changes"
                 return self._refuse(signal, target.model_name, Outcome.SUPPRESSED, reason, s)
+            tried = s.execute(  # the last attempt to open a request for this fingerprint (a claim was made)
+                select(RetrainSignalRecord.outcome, RetrainSignalRecord.received_at, RetrainSignalRecord.reason)
+                .where(
+                    RetrainSignalRecord.fingerprint == signal.fingerprint, RetrainSignalRecord.request_id.is_not(None)
+                )
+                .order_by(RetrainSignalRecord.id.desc())
+                .limit(1)
+            ).first()
+            if (
+                tried is not None
+                and tried[0] in (Outcome.FAILED, Outcome.INVALID)
+                and _aware(tried[1]) > now - RETRY_AFTER
+            ):
+                return Handled(Outcome(tried[0]), None, None, f"{tried[2]} (tried again after {RETRY_AFTER})")
             merged_at = s.scalar(
                 select(func.max(RetrainRequest.finished_at)).where(
                     RetrainRequest.model_name == target.model_name, RetrainRequest.state == MERGED
