@@ -479,3 +479,26 @@ def test_the_loop_for_real_data_changes_a_reviewed_retrain_trains_v2_and_lineage
         f"loop:v1 was trained on the old one); evidence {signal.evidence_ref}, change request #{retrain_cr}"
     )
     assert env.ws.retrain.requests(alice)[0].state == "merged"
+
+
+def test_a_launch_on_merge_whose_hook_did_not_run_is_caught_up_once(env):
+    """The process stopped between recording the merge and its hook: the periodic pass launches it, once."""
+    from backend.review import ChangeRequests
+
+    alice, rita = env.actor("alice"), env.actor("rita")
+    config = small_config(env)
+    config.metadata["launch_on_merge"] = True
+    cr = env.ws.changes.save(alice, config, "missed", "train on merge").change_request
+    env.ws.changes.approve(rita, cr, "ok")
+    ChangeRequests(env.ws.store, env.ws.repo).merge(rita, cr)  # no hook: as if the process died right after
+    assert env.ws.retrain.launch_missed() == []  # young merges are left to their own hook
+    later = datetime.now(UTC) + timedelta(minutes=3)
+    env.ws.retrain.clock = lambda: later
+    try:
+        [run_id] = env.ws.retrain.launch_missed()
+        assert env.ws.retrain.launch_missed() == []
+        run = env.ws.runs.get(alice, run_id)
+        assert (run.change_request_id, run.submitted_by) == (cr, "rita")
+        env.ws.runs.cancel(rita, run_id)
+    finally:
+        kill_leftover_runs(env.ws)

@@ -39,8 +39,10 @@ class PeriodicReconcile:
         return findings
 
     def check_retrain(self) -> None:
-        """The dataset trigger of backend.retrain (a new version of a deployed model's data on main)."""
+        """The dataset trigger of backend.retrain (a new version of a deployed model's data on main), and the launches
+        on merge whose hook did not run."""
         try:
+            self.ws.retrain.launch_missed()
             report = self.ws.retrain.check()
         except Exception:  # noqa: BLE001 - the next pass tries again
             log.exception("retrain check failed")

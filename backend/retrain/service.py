@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from backend.review import ChangeRequests, ChangeRequestView
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus
 from backend.store import Store
 from backend.store.models import (
+    AuditEvent,
     ChangeRequest,
     Config,
     Deployment,
@@ -67,6 +68,10 @@ CLAIM_STALE = timedelta(minutes=10)
 # A signal whose request could not be opened (dataset files gone, Git away) is tried again after this long, not at
 # every periodic pass.
 RETRY_AFTER = timedelta(minutes=10)
+# A merge's own hook launches it at once; the catch-up (launch_missed) leaves merges this young to it, and does not
+# start runs for merges older than a day (people decide then).
+LAUNCH_GRACE = timedelta(minutes=2)
+LAUNCH_CATCH_UP = timedelta(hours=24)
 OPENING, OPEN, MERGED, CLOSED, FAILED = "opening", "open", "merged", "closed", "failed"
 
 
@@ -404,6 +409,37 @@ class Retrain:
         with self.store.session() as s:
             audit.record(s, actor, "review.launch_on_merge", subject, run=run.id, merge_commit=view.merged_commit)
         return run.id
+
+    def launch_missed(self) -> list[int]:
+        """Merges whose config says `launch_on_merge` but whose hook never ran (the process stopped between recording
+        the merge and its hook, or the reconcile completed the merge): launched now, as their merger; the run ids.
+        Merges younger than LAUNCH_GRACE are left to their hook, and older than LAUNCH_CATCH_UP to people."""
+        now = self._now()
+        with self.store.session() as s:
+            decided = select(AuditEvent.id).where(
+                AuditEvent.subject == "change_request:" + cast(ChangeRequest.id, String),
+                AuditEvent.action.in_(("review.launch_on_merge", "review.launch_on_merge_failed")),
+            )
+            launched = (
+                select(Run.id)
+                .join(Config, Run.config_id == Config.id)
+                .where(Config.commit == ChangeRequest.merged_commit, Config.path == ChangeRequest.config_path)
+            )
+            due = [
+                (cr.id, Actor.of(cr.merged_by))
+                for cr in s.scalars(
+                    select(ChangeRequest).where(
+                        ChangeRequest.status == ChangeRequestStatus.MERGED,
+                        ChangeRequest.merged_at > now - LAUNCH_CATCH_UP,
+                        ChangeRequest.merged_at < now - LAUNCH_GRACE,
+                        ChangeRequest.merged_by_id.is_not(None),
+                        ~decided.exists(),
+                        ~launched.exists(),
+                    )
+                )
+            ]
+        runs = [self.launch_on_merge(self.changes.get(merger, cr_id), merger) for cr_id, merger in due]
+        return [run for run in runs if run is not None]
 
     # ---- reading ------------------------------------------------------------------------------------------------
 
