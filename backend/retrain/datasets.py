@@ -88,18 +88,28 @@ def deployed_models(s: Session) -> list[DeployedModel]:
 def check(repo: GitStore, deployed: list[DeployedModel], now: datetime | None = None) -> DatasetCheck:
     """Signals for the deployed models whose datasets have another version on main than they were trained on."""
     result = DatasetCheck()
+    if not deployed:
+        return result  # nothing served: not even a look at origin (this runs after every merge)
     main = repo.sync_main()
     main_files = repo.files(main)
+    versioned: dict[tuple[str, str], tuple[TrainConfig, list, str] | None] = {}  # deployments share configs
+    on_main: dict[tuple[str, tuple[str, ...]], tuple[list, str]] = {}  # configs share datasets
     for model in deployed:
         result.checked += 1
-        raw = repo.read(model.commit, model.config_path) if repo.has_commit(model.commit) else None
-        if raw is None:
+        key = (model.commit, model.config_path)
+        if key not in versioned:
+            config = _trained_config(repo, model.commit, model.config_path)
+            if config is not None:
+                data = (config.dataset_dir(), tuple(config.dataset_names()))  # all the dataset version depends on
+                if data not in on_main:
+                    on_main[data] = config.check_datasets(main_files)
+            versioned[key] = None if config is None else (config, *on_main[data])
+        if versioned[key] is None:
             result.problems.append(
                 f"{model.deployment}: {model.config_path} is not readable at the training commit {model.commit[:12]}"
             )
             continue
-        config = TrainConfig.parse(raw, model.config_path)
-        problems, version = config.check_datasets(main_files)
+        config, problems, version = versioned[key]
         errors = [p for p in problems if p.severity == "error"]
         if errors:
             result.problems.append(f"{model.deployment}: on {repo.main}, {errors[0]}")
@@ -119,6 +129,25 @@ def check(repo: GitStore, deployed: list[DeployedModel], now: datetime | None = 
             )
         )
     return result
+
+
+# (commit, path) -> the config as trained: a commit never changes, so each is read and parsed once per process (YAML
+# parsing is most of a pass's time). Bounded: cleared when it grows past this many.
+_TRAINED: dict[tuple[str, str], TrainConfig] = {}
+_TRAINED_MAX = 4096
+
+
+def _trained_config(repo: GitStore, commit: str, path: str) -> TrainConfig | None:
+    """The config a version was trained with (read only here, never changed), None when it is not readable."""
+    config = _TRAINED.get((commit, path))
+    if config is None:
+        raw = repo.read(commit, path) if repo.has_commit(commit) else None
+        if raw is None:
+            return None
+        if len(_TRAINED) >= _TRAINED_MAX:
+            _TRAINED.clear()
+        config = _TRAINED[(commit, path)] = TrainConfig.parse(raw, path)
+    return config
 
 
 def _from_hub(config: TrainConfig) -> bool:
