@@ -19,6 +19,7 @@ from backend.errors import AuthenticationFailed, Conflict, LfopsError, NotFound,
 from backend.store.models import User
 
 ROLES = ("analyst", "reviewer", "admin")
+BOT_ROLE = "bot"
 PERMISSIONS: dict[str, frozenset[str]] = {
     "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "read"}),
     # deploy.manage: reviewers decide what is merged, so they answer for what serves traffic (docs/serving.md)
@@ -50,6 +51,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "read",
         }
     ),
+    # The retrain bot (backend.retrain.bot): it proposes change requests and reads; it never decides, merges, launches
+    # or deploys. It is not in ROLES: nobody can be made a bot, and a bot cannot sign in (authenticate, actor_by_name).
+    BOT_ROLE: frozenset({"config.save", "read"}),
 }
 # What an actor's credentials allow on top of the role: "write" (a password sign-in, a write token) allows all the
 # role does, "read" (a read token, a browser session on the API) only reading.
@@ -69,6 +73,7 @@ ACTIONS = {
     "deploy.manage": "deploy, roll out or undeploy models and manage their API keys",
     "read": "read",
 }
+RESERVED_NAMES = frozenset({"lfops", "lfops-bot"})  # lfops' own actors in the audit log and as authors
 _USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 _hasher = PasswordHasher()
 
@@ -129,6 +134,8 @@ def add_user(session: Session, name: str, role: str, password: str, email: str =
     check_password(password)
     if session.scalar(select(User).where(User.name == name)):
         raise Conflict(f"name: user {name!r} already exists")
+    if name in RESERVED_NAMES:
+        raise Conflict(f"name: {name!r} is reserved for lfops itself")
     user = User(name=name, role=role, email=email or f"{name}@lfops.local", password_hash=hash_password(password))
     session.add(user)
     session.flush()
@@ -138,7 +145,9 @@ def add_user(session: Session, name: str, role: str, password: str, email: str =
 def authenticate(session: Session, name: str, password: str) -> Actor:
     user = session.scalar(select(User).where(User.name == name))
     try:
-        if user is None or not user.active or not _hasher.verify(user.password_hash, password or ""):
+        if user is None or not user.active or user.role == BOT_ROLE:
+            raise AuthenticationFailed("wrong user name or password")
+        if not _hasher.verify(user.password_hash, password or ""):
             raise AuthenticationFailed("wrong user name or password")
     except (VerifyMismatchError, InvalidHashError):
         raise AuthenticationFailed("wrong user name or password") from None
@@ -148,6 +157,6 @@ def authenticate(session: Session, name: str, password: str) -> Actor:
 def actor_by_name(session: Session, name: str) -> Actor:
     """For a trusted authenticating proxy: the user it names must exist and be active."""
     user = session.scalar(select(User).where(User.name == name))
-    if user is None or not user.active:
+    if user is None or not user.active or user.role == BOT_ROLE:
         raise NotFound(f"user {name!r} is not known to lfops")
     return Actor.of(user)

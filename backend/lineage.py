@@ -31,6 +31,8 @@ from backend.store.models import (
     Deployment,
     Metric,
     ModelVersion,
+    RetrainRequest,
+    RetrainSignalRecord,
     Review,
     Rollout,
     Run,
@@ -86,6 +88,28 @@ class ChangeRequestFacts:
 
 
 @dataclass(frozen=True)
+class RetrainCause:
+    """Why a retrain change request was opened: the signal that opened it (backend.retrain)."""
+
+    kind: str  # drift | dataset
+    evidence_ref: str
+    deployment: str
+    from_model: str  # NAME:vN the signal was about
+    observed_at: datetime
+    change_request: int
+    datasets: str = ""  # the config's datasets, for "because dataset X changed"
+
+    def sentence(self, model: str) -> str:
+        """`model v2 was trained because v1 drifted on <date>` / `... because dataset X changed`."""
+        when = f"{self.observed_at:%Y-%m-%d}"
+        if self.kind == "drift":
+            why = f"{self.from_model} drifted on {when} (deployment {self.deployment or '-'})"
+        else:
+            why = f"dataset {self.datasets or '?'} changed (seen {when}, {self.from_model} was trained on the old one)"
+        return f"{model} was trained because {why}; evidence {self.evidence_ref}, change request #{self.change_request}"
+
+
+@dataclass(frozen=True)
 class ModelLineage:
     """Where one model version came from."""
 
@@ -105,6 +129,11 @@ class ModelLineage:
     reproductions: list[RunView]  # later runs that relaunched this model's run
     deployments: list[DeploymentView]  # deployments whose current (or, stopped, last) version this is
     served: list[ServedPeriod] = field(default_factory=list)  # where and when it is and was served, oldest first
+    retrain: RetrainCause | None = None  # its change request was a retrain request: the signal behind it
+
+    @property
+    def because(self) -> str:
+        return self.retrain.sentence(self.model.ref) if self.retrain else ""
 
     @property
     def approvers(self) -> list[str]:
@@ -284,6 +313,44 @@ def change_request_facts(s: Session, cr_id: int | None) -> ChangeRequestFacts | 
     )
 
 
+_RETRAIN_CAUSE = (
+    select(
+        RetrainSignalRecord.kind,
+        RetrainSignalRecord.evidence_ref,
+        RetrainSignalRecord.deployment,
+        ModelVersion.name,
+        ModelVersion.version,
+        RetrainSignalRecord.observed_at,
+        RetrainRequest.change_request_id,
+    )
+    .join(RetrainRequest, RetrainSignalRecord.request_id == RetrainRequest.id)
+    .outerjoin(ModelVersion, RetrainSignalRecord.model_version_id == ModelVersion.id)
+    .where(RetrainRequest.change_request_id == bindparam("cr_id"), RetrainSignalRecord.outcome == "opened")
+    .order_by(RetrainSignalRecord.id)
+    .limit(1)
+)
+
+
+def _retrain_cause(s: Session, run: RunView | None) -> RetrainCause | None:
+    """The signal that opened the retrain request this run's change request is (None: people opened it)."""
+    if run is None or run.change_request_id is None:
+        return None
+    row = s.execute(_RETRAIN_CAUSE, {"cr_id": run.change_request_id}).first()
+    if row is None:
+        return None
+    kind, ref, deployment, name, version, observed_at, cr = row
+    datasets = run.params.get("dataset", "")
+    return RetrainCause(
+        kind,
+        ref,
+        deployment,
+        f"{name}:v{version}" if name else "-",
+        observed_at,
+        cr,
+        ",".join(datasets) if isinstance(datasets, list) else str(datasets),
+    )
+
+
 class Lineage:
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
@@ -324,6 +391,7 @@ class Lineage:
                 reproductions=reproductions,
                 deployments=_deployment_views(s.execute(_DEPLOYMENTS_OF_ONE, {"mv_id": mv.id})),
                 served=[ServedPeriod(*row) for row in s.execute(_SERVED, {"mv_id": mv.id})],
+                retrain=_retrain_cause(s, run),
             )
 
     # ---- what came from commit / dataset version Y -------------------------------------------------------------
@@ -479,6 +547,13 @@ def graph(lineage: ModelLineage) -> dict[str, list[dict[str, str]]]:
                 f"cr:{cr.id}", "change_request", f"#{cr.id} {cr.title} (approved by {', '.join(cr.approvers) or '-'})"
             )
             edges.append({"from": review, "to": config, "label": "merged"})
+            if lineage.retrain is not None:
+                cause = lineage.retrain
+                label = f"{cause.kind} signal {cause.evidence_ref} ({cause.observed_at:%Y-%m-%d})"
+                signal = node(f"signal:{cause.evidence_ref}", "retrain_signal", label)
+                edges.append({"from": signal, "to": review, "label": "opened"})
+                if cause.from_model != "-":
+                    edges.append({"from": f"model:{cause.from_model}", "to": signal, "label": cause.kind})
         top = lineage.ancestors[-1].ref if lineage.ancestors else lineage.model.ref
         edges.append({"from": run, "to": f"model:{top}", "label": "registered"})
     child = model

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -160,10 +161,19 @@ def param_table(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[l
 
 
 class ChangeRequests:
-    def __init__(self, store: Store, repo: GitStore, preflight: Preflight | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        repo: GitStore,
+        preflight: Preflight | None = None,
+        on_merged: Callable[[ChangeRequestView, Actor], None] | None = None,
+    ) -> None:
         self.store = store
         self.repo = repo
         self.preflight = preflight  # the launch targets a saved or reviewed config is checked against (a note)
+        # called once a merge is recorded, with who merged (backend.retrain: launch on merge, the dataset check);
+        # never before main holds the merge, and its failures never undo it
+        self.on_merged = on_merged or (lambda _view, _actor: None)
 
     # ---- save ---------------------------------------------------------------------------------------------------
 
@@ -501,8 +511,15 @@ class ChangeRequests:
                 result = _view(_get(s, cr_id))
             crash_point("merge.recorded")
             self._drop_merged_branch(view)
+            self._merged_hook(result, actor)
             return result
         raise Conflict(f"{self.repo.main} kept moving while merging change request #{cr_id}; try again")
+
+    def _merged_hook(self, view: ChangeRequestView, actor: Actor) -> None:
+        try:
+            self.on_merged(view, actor)
+        except Exception:  # noqa: BLE001 - the merge stands whatever its followers make of it
+            logging.getLogger(__name__).exception("after the merge of change request #%s", view.id)
 
     def _drop_merged_branch(self, view: ChangeRequestView) -> None:
         try:

@@ -139,6 +139,8 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"  # json: one object a line, for a log shipper (backend.logconfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: str = Field("", repr=False)  # the first admin's, for `init` (e.g. a Secret file); never printed
+    retrain_cooldown_hours: int = Field(24, ge=0)  # after a retrain request of a model is merged (backend.retrain)
+    retrain_hourly_limit: int = Field(5, ge=1)  # retrain requests the bot opens per hour, all models together
 
     @model_validator(mode="before")
     @classmethod

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from backend.leader import Leadership
 from backend.lineage import Lineage
 from backend.preflight import Preflight
 from backend.registry import Registry
+from backend.retrain import Retrain
+from backend.retrain.signals import signal_from_drift
 from backend.review import ChangeRequests
 from backend.runs import Runs, make_runner
 from backend.sessions import WebSessions
@@ -75,7 +78,22 @@ class Workspace:
 
     @cached_property
     def changes(self) -> ChangeRequests:
-        return ChangeRequests(self.store, self.repo, self.preflight)
+        # a recorded merge may launch its run (lfops.launch_on_merge) and settles retrain requests (backend.retrain)
+        return ChangeRequests(
+            self.store, self.repo, self.preflight, on_merged=lambda view, actor: self.retrain.on_merged(view, actor)
+        )
+
+    @cached_property
+    def retrain(self) -> Retrain:
+        """Retrain change requests from signals (drift, new dataset versions), with a dependency bot's safeguards."""
+        return Retrain(
+            self.store,
+            self.repo,
+            self.changes,
+            runs=lambda: self.runs,
+            cooldown=timedelta(hours=self.settings.retrain_cooldown_hours),
+            hourly_limit=self.settings.retrain_hourly_limit,
+        )
 
     @cached_property
     def registry(self) -> Registry:
@@ -109,7 +127,10 @@ class Workspace:
         """Request samples and drift reports of deployments; `monitoring.on_drift_declared` takes hooks."""
         from backend.monitoring.service import Monitoring
 
-        return Monitoring(self.store, self.repo)
+        monitoring = Monitoring(self.store, self.repo)
+        # a declared drift opens (or comments on) the model's retrain change request: never a silent retrain
+        monitoring.on_drift_declared.append(lambda report: self.retrain.handle(signal_from_drift(report)))
+        return monitoring
 
     @cached_property
     def lineage(self) -> Lineage:

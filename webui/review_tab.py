@@ -17,6 +17,7 @@ from webui.render import diff_html, md_code, md_text, value_text
 
 if TYPE_CHECKING:
     from backend.auth import Actor
+    from backend.retrain.service import SignalView
     from backend.review import ChangeRequestView
 
 LIST_HEADERS = ["#", "status", "author", "config", "title", "updated"]
@@ -142,11 +143,12 @@ class ReviewTab:
     def on_show(self, cr_id: float | None, show_all: bool, request: gr.Request) -> tuple:
         if not cr_id:
             return ("Choose a change request from the list, or type its number.", *_EMPTY_DETAIL)
-        detail = self.ctx.ws.changes.show(self.ctx.auth.actor(request), int(cr_id))
-        return self.render(detail, show_all)
+        actor = self.ctx.auth.actor(request)
+        detail = self.ctx.ws.changes.show(actor, int(cr_id))
+        return self.render(detail, show_all, self.ctx.ws.retrain.evidence(actor, int(cr_id)))
 
     @staticmethod
-    def render(detail: ChangeRequestDetail, show_all: bool = False) -> tuple:
+    def render(detail: ChangeRequestDetail, show_all: bool = False, evidence: list[SignalView] | None = None) -> tuple:
         r = detail.request
         approvers = ", ".join(r.approvers) or "nobody yet"
         lines = [
@@ -178,6 +180,8 @@ class ReviewTab:
             )
         else:
             reviews = "**Reviews:** none yet"
+        if evidence:  # a retrain request (backend.retrain): the signal that opened it, then the ones added since
+            reviews = retrain_evidence(evidence) + "\n\n" + reviews
         return "\n\n".join(lines), title, table, diff_html(detail.yaml_diff), validation, reviews
 
     def _act(
@@ -207,3 +211,17 @@ class ReviewTab:
     @shows_errors(as_message("Not closed"))
     def on_close(self, cr_id: float | None, comment: str, request: gr.Request) -> str:
         return self._act("closed", cr_id, request, self.ctx.ws.changes.close)
+
+
+def retrain_evidence(evidence: list[SignalView]) -> str:
+    """The signals behind a retrain change request, each with its evidence (escaped: it quotes prompts)."""
+    items = []
+    for e in evidence:
+        how = "opened this request" if e.outcome == "opened" else "added as a comment"
+        where = f" on deployment {md_code(e.deployment)}" if e.deployment else ""
+        summary = "  \n  ".join(md_text(line) for line in e.summary.splitlines()[:40] if line.strip())
+        items.append(
+            f"- {e.received_at:%Y-%m-%d %H:%M} **{md_text(e.kind)}** {md_code(e.evidence_ref)}{where}, observed "
+            f"{e.observed_at:%Y-%m-%d %H:%M}: {how}" + (f"  \n  {summary}" if summary else "")
+        )
+    return "**Retrain evidence** (the retrain bot proposed this; it cannot approve or merge):\n" + "\n".join(items)

@@ -220,6 +220,7 @@ class ModelLineageOut(Out):
     final_metrics: dict[str, float]
     reproductions: list[RunOut]
     deployments: list[DeploymentOut]
+    because: str = Field("", description="why it was trained, for a retrain: 'NAME:v2 was trained because v1 drifted'")
     graph: dict[str, list[dict[str, str]]] = Field(
         default_factory=dict, description="nodes and edges: data -> config -> review -> run -> model"
     )

@@ -21,6 +21,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         if cr is not None:
             print(f"  change request #{cr.id} {cr.title!r} by {cr.author}, merged by {cr.merged_by}")
             print(f"  approved by {', '.join(cr.approvers) or '-'}")
+        if m.retrain is not None:
+            print(f"  {m.because}")
         print(f"  commit {m.commit}  config {m.config_path}\n  config hash {m.config_hash}")
         print(f"  dataset version {m.dataset_version}\n  base model {m.base_model} @ {m.base_model_revision}")
         if m.run is not None:

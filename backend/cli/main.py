@@ -23,6 +23,7 @@ from backend.cli import (
     monitor,
     preflight,
     registry,
+    retrain,
     review,
     runs,
     save,
@@ -61,6 +62,7 @@ COMMANDS: tuple[Register | None, ...] = (
     serving.register_deployments,
     monitor.register,
     lineage.register,
+    retrain.register,
     runs.register_reproduce,
     doctor.register,
 )

@@ -35,7 +35,20 @@ class PeriodicReconcile:
         findings = reconcile(self.ws, repair=True, families=("change_requests",))
         for finding in findings:
             (log.info if finding.repaired else log.warning)("reconcile: %s", finding)
+        self.check_retrain()
         return findings
+
+    def check_retrain(self) -> None:
+        """The dataset trigger of backend.retrain (a new version of a deployed model's data on main), and the launches
+        on merge whose hook did not run."""
+        try:
+            self.ws.retrain.launch_missed()
+            report = self.ws.retrain.check()
+        except Exception:  # noqa: BLE001 - the next pass tries again
+            log.exception("retrain check failed")
+            return
+        for problem in report.problems:
+            log.warning("retrain: %s", problem)
 
     def start(self) -> None:
         self._thread.start()

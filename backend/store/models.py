@@ -334,4 +334,43 @@ class DriftReport(Base):
     scores: Mapped[dict] = mapped_column(default=dict)
     thresholds: Mapped[dict] = mapped_column(default=dict)
     evidence: Mapped[dict] = mapped_column(default=dict)  # top_terms, sample_prompts
+
+
+class RetrainRequest(Base):
+    """A retrain change request the bot opened (or is opening) for a deployed model (backend.retrain).
+
+    `open_key` is the model's name while the request is under review and NULL once it is merged, closed or failed:
+    its unique index is what keeps one open retrain request per model, across processes and replicas."""
+
+    __tablename__ = "retrain_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    config_path: Mapped[str] = mapped_column(String(CONFIG_PATH_MAX))
+    open_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    change_request_id: Mapped[int | None] = mapped_column(ForeignKey("change_requests.id"), index=True)
+    branch: Mapped[str] = mapped_column(String(BRANCH_MAX), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)  # opening | open | merged | closed | failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]
+
+
+class RetrainSignalRecord(Base):
+    """One retrain signal as received (a declared drift, a new dataset version) and what was done with it: opened
+    a request, commented on the open one, or why nothing was done (suppressed, cool-down, hourly limit, invalid)."""
+
+    __tablename__ = "retrain_signals"
+    __table_args__ = (Index("ix_retrain_signals_fingerprint_id", "fingerprint", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("retrain_requests.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # drift | dataset
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    deployment: Mapped[str] = mapped_column(String(64), default="")
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(255))
+    evidence_ref: Mapped[str] = mapped_column(String(255))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    observed_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(20), index=True)  # a backend.retrain.signals.Outcome value
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -6,14 +6,14 @@
   advisory lock or a file lock (backend.leader).
 
 Revision ID: 0010_sessions_leases
-Revises: 0006_monitoring
+Revises: 0007_retrain
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0010_sessions_leases"
-down_revision = "0006_monitoring"
+down_revision = "0007_retrain"
 branch_labels = None
 depends_on = None
 
