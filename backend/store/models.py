@@ -121,7 +121,10 @@ class Config(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_config_status_loss", "config_id", "status", "final_loss"),)
+    __table_args__ = (
+        Index("ix_runs_config_status_loss", "config_id", "status", "final_loss"),
+        Index("ix_runs_final_loss", "final_loss", "id"),  # "best loss first" (backend.runs.params) reads it in order
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     config_id: Mapped[int] = mapped_column(ForeignKey("configs.id"), index=True)
     backend: Mapped[str] = mapped_column(String(20))
@@ -154,6 +157,21 @@ class Metric(Base):
     step: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
+
+
+class RunParam(Base):
+    """One hyperparameter of a run (a flat LLaMA-Factory key of its config), typed for indexed search: numbers in
+    `num` (ranges use the (key, num) index), text and booleans in `text` (backend.runs.params)."""
+
+    __tablename__ = "run_params"
+    __table_args__ = (
+        Index("ix_run_params_key_num", "key", "num", "run_id"),
+        Index("ix_run_params_key_text", "key", "text", "run_id"),
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    num: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str | None] = mapped_column(String(255))
 
 
 class ModelVersion(Base):
