@@ -14,6 +14,7 @@ from backend.runs.params import record_params
 from backend.store.models import AuditEvent, Config, Run, RunParam, User
 from tests.helpers import run_lfops
 from tests.runs_fixtures import approved_merge, kill_leftover_runs
+from tests.webui_fixtures import request_for
 
 # (lora_rank, learning_rate, template, bf16, final loss): run ids follow this order, 1-based
 SWEEP = [
@@ -213,3 +214,18 @@ def test_the_migration_backfills_params_of_existing_runs(tmp_path):
         rows = {r.key: (r.num, r.text) for r in s.scalars(select(RunParam).where(RunParam.run_id == 1))}
     assert rows == {"lora_rank": (16.0, None), "template": (None, "qwen"), "bf16": (None, "true")}
     store.dispose()
+
+
+def test_webui_runs_filters_search_by_hyperparameters(env):
+    from webui.auth import Authenticator
+    from webui.context import AppContext
+    from webui.runs_tab import RunsTab
+    from webui.workdir import Workdir
+
+    ids = seed(env.ws)
+    tab = RunsTab(AppContext(env.ws, Authenticator(env.ws), Workdir(env.ws)))
+    request = request_for("alice")
+    rows = tab.on_list("all", "", "", request, 1, "lora_rank=16, learning_rate=1e-4..3e-4", "loss")
+    assert [r[0] for r in rows] == [ids[5], ids[1], ids[7], ids[3], ids[0], ids[4]]
+    with pytest.warns(UserWarning, match=r"^param: 'lora_rank=big': lora_rank is numeric"):  # Gradio's toast
+        assert tab.on_list("all", "", "", request, 1, "lora_rank=big", "loss") == []
