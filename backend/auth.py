@@ -20,7 +20,7 @@ from backend.store.models import User
 
 ROLES = ("analyst", "reviewer", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "read"}),
+    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "notify.mute", "read"}),
     # deploy.manage: reviewers decide what is merged, so they answer for what serves traffic (docs/serving.md)
     "reviewer": frozenset(
         {
@@ -31,6 +31,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "run.cancel",
             "token.manage",
             "deploy.manage",
+            "notify.mute",
             "read",
         }
     ),
@@ -46,6 +47,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "registry.manage",
             "token.manage",
             "deploy.manage",
+            "notify.manage",
+            "notify.mute",
             "read",
         }
     ),
@@ -65,6 +68,8 @@ ACTIONS = {
     "registry.manage": "manage the model registry",
     "token.manage": "manage their API tokens",
     "deploy.manage": "deploy, roll out or undeploy models and manage their API keys",
+    "notify.manage": "manage notification targets and read their delivery log",
+    "notify.mute": "mute notifications",
     "read": "read",
 }
 _USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")

@@ -130,6 +130,8 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = "text"  # json: one object a line, for a log shipper (backend.logconfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: str = Field("", repr=False)  # the first admin's, for `init` (e.g. a Secret file); never printed
+    # encrypts notification targets' secrets in the database (Fernet key; "" = a key file in the workspace)
+    notify_key: str = Field("", repr=False)
 
     @model_validator(mode="before")
     @classmethod

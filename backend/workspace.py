@@ -25,6 +25,7 @@ from backend.store.models import User
 from backend.tokens import Tokens
 
 if TYPE_CHECKING:
+    from backend.notifications import Notifications
     from backend.serving.service import Serving
 
 REPO_README = """\
@@ -98,6 +99,13 @@ class Workspace:
     def tokens(self) -> Tokens:
         """Personal API tokens: create, list, revoke, and check a presented one."""
         return Tokens(self.store)
+
+    @cached_property
+    def notifications(self) -> Notifications:
+        """Notification targets, mutes, the delivery log and the dispatcher (backend.notifications)."""
+        from backend.notifications import Notifications  # cryptography and apprise load only when notifying
+
+        return Notifications(self.store, self.settings)
 
     def login(self, name: str, password: str) -> Actor:
         with self.store.session() as s:

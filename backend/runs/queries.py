@@ -264,7 +264,7 @@ class RunQueries:
             q = q.where(Config.change_request_id == change_request)
         with self.store.session() as s:
             custom_plans(s)
-            return run_views(s, q.where(*where_clauses(s, param_filters, Run.id)))
+            return run_views(s, q.where(*where_clauses(s, param_filters, Run.id, limit + offset)))
 
     def metrics(
         self, actor: Actor, run_id: int, keys: tuple[str, ...] = ("loss",)

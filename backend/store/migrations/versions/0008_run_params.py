@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("text", sa.String(length=255), nullable=True),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"]),
         sa.PrimaryKeyConstraint("run_id", "key"),
+        sqlite_with_rowid=False,  # SQLite: probing (run id, key) for its value is one seek in the key's b-tree
     )
     op.create_index("ix_run_params_key_num", "run_params", ["key", "num", "run_id"], unique=False)
     op.create_index("ix_run_params_key_text", "run_params", ["key", "text", "run_id"], unique=False)
