@@ -21,7 +21,7 @@ from backend.store.models import User
 ROLES = ("analyst", "reviewer", "admin")
 BOT_ROLE = "bot"
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "read"}),
+    "analyst": frozenset({"config.save", "run.launch", "run.cancel", "token.manage", "notify.mute", "read"}),
     # deploy.manage: reviewers decide what is merged, so they answer for what serves traffic (docs/serving.md)
     "reviewer": frozenset(
         {
@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "run.cancel",
             "token.manage",
             "deploy.manage",
+            "notify.mute",
             "read",
         }
     ),
@@ -48,6 +49,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "registry.manage",
             "token.manage",
             "deploy.manage",
+            "notify.manage",
+            "notify.mute",
             "read",
         }
     ),
@@ -71,6 +74,8 @@ ACTIONS = {
     "registry.manage": "manage the model registry",
     "token.manage": "manage their API tokens",
     "deploy.manage": "deploy, roll out or undeploy models and manage their API keys",
+    "notify.manage": "manage notification targets and read their delivery log",
+    "notify.mute": "mute notifications",
     "read": "read",
 }
 RESERVED_NAMES = frozenset({"lfops", "lfops-bot"})  # lfops' own actors in the audit log and as authors

@@ -41,6 +41,11 @@ class ValidationFailed(LfopsError):
         super().__init__("; ".join(prefix + str(p) for p in self.problems) or "invalid", field=first)
 
 
+class InvalidQuery(LfopsError):
+    """A list's filter or order that cannot be asked (unknown parameter, value of the wrong type): the API answers
+    422, as for its own checks of query parameters."""
+
+
 class PermissionDenied(LfopsError):
     code = "forbidden"
 

@@ -141,6 +141,8 @@ class Settings(BaseModel):
     admin_password: str = Field("", repr=False)  # the first admin's, for `init` (e.g. a Secret file); never printed
     retrain_cooldown_hours: int = Field(24, ge=0)  # after a retrain request of a model is merged (backend.retrain)
     retrain_hourly_limit: int = Field(5, ge=1)  # retrain requests the bot opens per hour, all models together
+    # encrypts notification targets' secrets in the database (Fernet key; "" = a key file in the workspace)
+    notify_key: str = Field("", repr=False)
 
     @model_validator(mode="before")
     @classmethod

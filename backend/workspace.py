@@ -33,6 +33,7 @@ from backend.users import Users
 
 if TYPE_CHECKING:
     from backend.monitoring.service import Monitoring
+    from backend.notifications import Notifications
     from backend.serving.service import Serving
 
 REPO_README = """\
@@ -155,6 +156,13 @@ class Workspace:
     def leadership(self) -> Leadership:
         """The run monitor's election among app replicas (started by the app: webui/serve.py)."""
         return Leadership(self.store, self.settings.workspace)
+
+    @cached_property
+    def notifications(self) -> Notifications:
+        """Notification targets, mutes, the delivery log and the dispatcher (backend.notifications)."""
+        from backend.notifications import Notifications  # cryptography and apprise load only when notifying
+
+        return Notifications(self.store, self.settings)
 
     def login(self, name: str, password: str) -> Actor:
         with self.store.session() as s:

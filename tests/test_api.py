@@ -50,6 +50,13 @@ ROUTES = {
     ("get", "/tokens"),
     ("post", "/tokens"),
     ("delete", "/tokens/{token_id}"),
+    ("get", "/notify/targets"),
+    ("post", "/notify/targets"),
+    ("delete", "/notify/targets/{name}"),
+    ("get", "/notify/mutes"),
+    ("put", "/notify/mutes/{kind}"),
+    ("delete", "/notify/mutes/{kind}"),
+    ("get", "/notify/deliveries"),
 }
 LIST_ROUTES = ["/change-requests", "/runs", "/models", "/tokens"]
 

@@ -57,6 +57,14 @@ class RunsTab:
                 label=f"Page ({PAGE} a page)", value=1, precision=0, minimum=1, scale=0, elem_id="lfops-runs-page"
             )
             self.refresh = gr.Button("Refresh", scale=0, elem_id="lfops-runs-refresh")
+        with gr.Row(equal_height=True):  # hyperparameter search (backend.runs.params): filters ANDed
+            self.params = gr.Textbox(
+                label="Hyperparameters",
+                placeholder="lora_rank=16, learning_rate=1e-4..3e-4",
+                scale=3,
+                elem_id="lfops-runs-params",
+            )
+            self.order = gr.Dropdown(["newest", "loss"], value="newest", label="Order", scale=1)
         self.table = gr.Dataframe(
             headers=RUN_HEADERS, interactive=False, wrap=True, label="Runs", elem_id="lfops-runs-table"
         )
@@ -67,13 +75,17 @@ class RunsTab:
         self.run_info = gr.Markdown(elem_id="lfops-run-info")
         self.run_plot = gr.Plot(label="Training curves", elem_id="lfops-run-plot")
         listing = dict(
-            fn=self.on_list, inputs=[self.status, self.config, self.submitter, self.page], outputs=[self.table]
+            fn=self.on_list,
+            inputs=[self.status, self.config, self.submitter, self.page, self.params, self.order],
+            outputs=[self.table],
         )
         self.refresh.click(**listing, api_name="runs_list")
         self.status.change(**listing)
         self.config.submit(**listing)
         self.submitter.submit(**listing)
         self.page.submit(**listing)
+        self.params.submit(**listing)
+        self.order.change(**listing)
         self.ctx.on_tab_load(**listing)
         show = dict(fn=self.on_show, inputs=[self.run_id], outputs=[self.run_info, self.run_plot])
         self.show_btn.click(**show, api_name="run_show")
@@ -119,13 +131,22 @@ class RunsTab:
 
     @shows_errors(as_warning([]))
     def on_list(
-        self, status: str, config: str, submitter: str, request: gr.Request, page: float | None = 1
+        self,
+        status: str,
+        config: str,
+        submitter: str,
+        request: gr.Request,
+        page: float | None = 1,
+        params: str = "",
+        order: str = "newest",
     ) -> list[list[Any]]:
         runs = self.ctx.ws.runs.list(
             self.ctx.auth.actor(request),
             status=None if status in (None, "", "all") else status,
             config=(config or "").strip() or None,
             submitted_by=(submitter or "").strip() or None,
+            params=[f for f in re.split(r"[,\s]+", params or "") if f],
+            order=order or "newest",
             limit=PAGE,
             offset=page_offset(page),
         )

@@ -56,6 +56,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, work
     leadership = ws.leadership
     leadership.on_elected, leadership.on_lost = duties.start, duties.stop
     leadership.start()
+    ws.notifications.start_notifier()  # audited events -> webhooks, chat, e-mail (safe on every replica)
     sign_in = {NONE: "none (this machine only)", PROXY: f"proxy header {auth.header}"}.get(auth.mode, "password")
     print(f"lfops WebUI on http://{host}:{port}  workspace {ws.settings.workspace}  sign-in: {sign_in}", flush=True)
     print(f"  REST API http://{host}:{port}/api/v1 (docs at /api/v1/docs), /healthz /readyz /metrics", flush=True)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import LfopsError, ValidationFailed
+from backend.errors import InvalidQuery, LfopsError, ValidationFailed
 
 log = logging.getLogger("lfops.api")
 
@@ -38,6 +38,8 @@ _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\-]*): ")
 
 
 def status_of(exc: LfopsError) -> int:
+    if isinstance(exc, InvalidQuery):
+        return 422  # a bad filter of a list, like FastAPI's own query checks
     return STATUS_BY_CODE.get(exc.code, 400)
 
 

@@ -129,8 +129,8 @@ class Remote:
 
     # ---- runs ---------------------------------------------------------------------------------------------------
 
-    def runs(self, limit: int, offset: int, **filters: Any) -> list[Any]:
-        page = self.get("/runs", limit=limit, offset=offset, **filters)
+    def runs(self, limit: int, offset: int, params: list[str] | None = None, **filters: Any) -> list[Any]:
+        page = self.get("/runs", limit=limit, offset=offset, param=params, **filters)
         return [_run(item) for item in page["items"]]
 
     def run(self, run_id: int) -> Any:

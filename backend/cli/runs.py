@@ -121,6 +121,8 @@ def _list(source: _OnDatabase | Remote, args: argparse.Namespace) -> None:
         "dataset_version": args.dataset_version,
         "submitted_by": args.submitted_by,
         "change_request": args.change_request,
+        **({"params": args.param} if args.param else {}),
+        **({"order": args.order} if args.order != "newest" else {}),
     }
     page = Page.of(lambda limit, offset: source.runs(limit, offset, **filters), args.limit, args.offset)
     print(f"{'id':>5} {'status':10} {'user':10} {'config':28} {'commit':12} {'final loss':>11} created")
@@ -214,6 +216,14 @@ def register_runs(sub: Subparsers) -> None:
     q.add_argument("--dataset-version")
     q.add_argument("--submitted-by", metavar="USER")
     q.add_argument("--change-request", type=int)
+    q.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="hyperparameter filter, repeatable (ANDed): lora_rank=16, a range learning_rate=1e-4..3e-4",
+    )
+    q.add_argument("--order", choices=("newest", "loss"), default="newest", help="loss: best final loss first")
     page_arguments(q)
     for action in ("show", "cancel"):
         rsub.add_parser(action).add_argument("id", type=int)

@@ -23,6 +23,7 @@ from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied
 from backend.gitstore import GitStore
 from backend.runners.base import Resources, Runner, RunSpec, RunState
 from backend.runs.launchers import this_process
+from backend.runs.params import record_params
 from backend.runs.policy import LaunchPolicy, LaunchTarget
 from backend.runs.queries import RunQueries, RunView
 from backend.runs.runner_set import RunnerSet
@@ -148,6 +149,7 @@ class Launcher:
             )
             s.add(run)
             s.flush()
+            record_params(s, run.id, cfg_row.params)  # searchable by hyperparameter from the start
             audit.record(
                 s,
                 actor,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +18,9 @@ from sqlalchemy import Text, cast, select, text
 from sqlalchemy.orm import Session
 
 from backend.auth import Actor, require
-from backend.errors import LfopsError, NotFound
+from backend.errors import InvalidQuery, LfopsError, NotFound
 from backend.runners.base import RunState
+from backend.runs.params import parse_filters, where_clauses
 from backend.store import Store
 from backend.store.models import Config, Metric, Run, User, utcnow
 
@@ -30,6 +31,8 @@ COMMIT_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 # Run ids are the database's integer keys, 32 bits on PostgreSQL: a number outside them names no run, and must not
 # reach the driver (SQLite and psycopg raise on it instead of finding nothing). The same bound on both databases.
 MAX_ID = 2**31 - 1
+# How a list of runs is ordered: newest first, or best (lowest) final loss first (runs without one last).
+ORDERS = ("newest", "loss")
 
 
 def id_in_range(value: int) -> bool:
@@ -228,14 +231,21 @@ class RunQueries:
         dataset_version: str | None = None,
         submitted_by: str | None = None,
         change_request: int | None = None,
+        params: Sequence[str] = (),
+        order: str = "newest",
         limit: int = 100,
         offset: int = 0,
     ) -> list[RunView]:
-        """Runs, newest first; every filter is an indexed column (no key/value scan)."""
+        """Runs, newest first or best final loss first (`order`); every filter is an indexed column or, for
+        hyperparameters (`params`: "lora_rank=16", "learning_rate=1e-4..3e-4", ANDed), an index of run_params."""
         require(actor, "read")
         if status and status not in {s.value for s in RunState}:
             raise LfopsError(f"status: {status!r} must be one of {', '.join(s.value for s in RunState)}")
-        q = runs_query().order_by(Run.id.desc()).limit(max(1, min(limit, 10_000))).offset(max(0, offset))
+        if order not in ORDERS:
+            raise InvalidQuery(f"order: {order!r} must be one of {', '.join(ORDERS)}", field="order")
+        param_filters = parse_filters(params)
+        by = (Run.final_loss.asc().nulls_last(), Run.id.asc()) if order == "loss" else (Run.id.desc(),)
+        q = runs_query().order_by(*by).limit(max(1, min(limit, 10_000))).offset(max(0, offset))
         if status:
             q = q.where(Run.status == status)
         if commit:
@@ -254,7 +264,7 @@ class RunQueries:
             q = q.where(Config.change_request_id == change_request)
         with self.store.session() as s:
             custom_plans(s)
-            return run_views(s, q)
+            return run_views(s, q.where(*where_clauses(s, param_filters, Run.id, limit + offset)))
 
     def metrics(
         self, actor: Actor, run_id: int, keys: tuple[str, ...] = ("loss",)

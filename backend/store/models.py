@@ -31,7 +31,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict: JSON, list: JSON, datetime: DateTime(timezone=True)}
 
 
 class User(Base):
@@ -150,7 +150,10 @@ class Config(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_config_status_loss", "config_id", "status", "final_loss"),)
+    __table_args__ = (
+        Index("ix_runs_config_status_loss", "config_id", "status", "final_loss"),
+        Index("ix_runs_final_loss", "final_loss", "id"),  # "best loss first" (backend.runs.params) reads it in order
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     config_id: Mapped[int] = mapped_column(ForeignKey("configs.id"), index=True)
     backend: Mapped[str] = mapped_column(String(20))
@@ -183,6 +186,23 @@ class Metric(Base):
     step: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
+
+
+class RunParam(Base):
+    """One hyperparameter of a run (a flat LLaMA-Factory key of its config), typed for indexed search: numbers in
+    `num` (ranges use the (key, num) index), text and booleans in `text` (backend.runs.params)."""
+
+    __tablename__ = "run_params"
+    __table_args__ = (
+        Index("ix_run_params_key_num", "key", "num", "run_id"),
+        Index("ix_run_params_key_text", "key", "text", "run_id"),
+        # SQLite: the rows live in the primary key's b-tree, so probing (run id, key) for its value is one seek
+        {"sqlite_with_rowid": False},
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    num: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str | None] = mapped_column(String(255))
 
 
 class ModelVersion(Base):
@@ -374,3 +394,60 @@ class RetrainSignalRecord(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     outcome: Mapped[str] = mapped_column(String(20), index=True)  # a backend.retrain.signals.Outcome value
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class NotifyTarget(Base):
+    """Where notifications go (backend.notifications): a signed webhook or an apprise URL (chat, e-mail). Its secret
+    (the webhook's signing key, the apprise URL) is stored encrypted with the settings' notify key, never in clear."""
+
+    __tablename__ = "notify_targets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # webhook | apprise
+    url: Mapped[str] = mapped_column(String(500), default="")  # the webhook's URL; "" for apprise (it is the secret)
+    secret_sealed: Mapped[str] = mapped_column(Text)  # Fernet token of the signing key or the apprise URL
+    kinds: Mapped[list] = mapped_column(JSON, default=list)  # event kinds sent; [] = all
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # a user's own target: their mutes apply
+    since_event_id: Mapped[int] = mapped_column(Integer, default=0)  # audit events after this one only
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]
+
+
+class NotifyDelivery(Base):
+    """One event sent to one target: at most one row per (target, event), retried with back-off until delivered or
+    failed; the delivery log."""
+
+    __tablename__ = "notify_deliveries"
+    __table_args__ = (
+        UniqueConstraint("target_id", "event_id"),
+        Index("ix_notify_deliveries_status_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("notify_targets.id"), index=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending | delivered | failed | muted
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status of the last attempt
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class NotifyMute(Base):
+    """A user's muted event kind: nothing of that kind goes to their own targets."""
+
+    __tablename__ = "notify_mutes"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class NotifyCursor(Base):
+    """How far the dispatcher has read the audit log (one row): events after it become deliveries."""
+
+    __tablename__ = "notify_cursor"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)

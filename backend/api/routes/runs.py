@@ -19,7 +19,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 LAUNCH_FIELDS = {"gpus_per_node": "gpus_per_node", "nodes": "nodes", "profile": "profile"}
 
 
-@router.get("", summary="Runs, newest first, filtered by indexed columns")
+@router.get("", summary="Runs, newest or best loss first, filtered by indexed columns and hyperparameters")
 def list_runs(
     status: RunState | None = Query(None),
     commit: str | None = Query(None, max_length=40, description="commit id or a prefix of 7+ hex digits"),
@@ -28,6 +28,12 @@ def list_runs(
     dataset_version: str | None = Query(None, max_length=80),
     submitted_by: str | None = Query(None, max_length=64, description="user name"),
     change_request: int | None = Query(None, ge=1),
+    param: list[str] = Query(
+        [],
+        max_length=10,
+        description="hyperparameter filters, ANDed: `lora_rank:16`, a range `learning_rate:1e-4..3e-4` (ends optional)",
+    ),
+    order: str = Query("newest", description="`newest` first, or `loss`: best final loss first"),
     page: PageParams = Depends(page_params),
     ws: Workspace = Depends(workspace),
     actor: Actor = Depends(reader),
@@ -42,6 +48,8 @@ def list_runs(
             dataset_version=dataset_version,
             submitted_by=submitted_by,
             change_request=change_request,
+            params=param,
+            order=order,
             limit=limit,
             offset=offset,
         ),

@@ -6,14 +6,14 @@
   advisory lock or a file lock (backend.leader).
 
 Revision ID: 0010_sessions_leases
-Revises: 0007_retrain
+Revises: 0009_notifications
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0010_sessions_leases"
-down_revision = "0007_retrain"
+down_revision = "0009_notifications"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,61 @@
+"""run params: hyperparameter search by index
+
+- run_params: one row per searchable hyperparameter of a run (its config's flat LLaMA-Factory keys), typed (`num` for
+  numbers, `text` for text and booleans), indexed on (key, num) and (key, text); backfilled here from the configs of
+  the runs already recorded (backend.runs.params decides what is searchable).
+- runs: an index on (final_loss, id), so "best loss first" reads runs in order.
+
+Revision ID: 0008_run_params
+Revises: 0007_retrain
+"""
+import json
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = "0008_run_params"
+down_revision = "0007_retrain"
+branch_labels = None
+depends_on = None
+
+BACKFILL_BATCH = 5000
+
+
+def upgrade() -> None:
+    run_params = op.create_table(
+        "run_params",
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("num", sa.Float(), nullable=True),
+        sa.Column("text", sa.String(length=255), nullable=True),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"]),
+        sa.PrimaryKeyConstraint("run_id", "key"),
+        sqlite_with_rowid=False,  # SQLite: probing (run id, key) for its value is one seek in the key's b-tree
+    )
+    op.create_index("ix_run_params_key_num", "run_params", ["key", "num", "run_id"], unique=False)
+    op.create_index("ix_run_params_key_text", "run_params", ["key", "text", "run_id"], unique=False)
+    op.create_index("ix_runs_final_loss", "runs", ["final_loss", "id"], unique=False)
+    _backfill(run_params)
+
+
+def _backfill(run_params: sa.Table) -> None:
+    from backend.runs.params import param_rows  # the one rule of what is searchable
+
+    bind = op.get_bind()
+    rows: list[dict] = []
+    query = sa.text("SELECT runs.id, CAST(configs.params AS TEXT) FROM runs JOIN configs ON runs.config_id = configs.id")
+    for run_id, params in bind.execute(query):
+        rows.extend(param_rows(run_id, json.loads(params) if params else {}))
+        if len(rows) >= BACKFILL_BATCH:
+            bind.execute(sa.insert(run_params), rows)
+            rows = []
+    if rows:
+        bind.execute(sa.insert(run_params), rows)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_runs_final_loss", table_name="runs")
+    op.drop_index("ix_run_params_key_text", table_name="run_params")
+    op.drop_index("ix_run_params_key_num", table_name="run_params")
+    op.drop_table("run_params")
