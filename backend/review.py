@@ -57,12 +57,13 @@ class SaveResult:
 
 @dataclass(frozen=True)
 class ReviewView:
-    reviewer: str
+    reviewer: str  # the lfops user; a forge login that maps to none shows as "login (forge)"
     decision: ReviewDecision
     comment: str
     head_commit: str
     at: datetime
     counts: bool = False  # an approval that counts for the request's head (backend.approvals)
+    source: str = "lfops"  # lfops | forge
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,13 @@ def _view(cr: ChangeRequest) -> ChangeRequestView:
         updated_at=cr.updated_at,
         reviews=[
             ReviewView(
-                r.reviewer.name, ReviewDecision(r.decision), r.comment, r.head_commit, r.at, approvals.counts(r, cr)
+                r.reviewer.name if r.reviewer else f"{r.forge_login} (forge)",
+                ReviewDecision(r.decision),
+                r.comment,
+                r.head_commit,
+                r.at,
+                approvals.counts(r, cr),
+                r.source,
             )
             for r in cr.reviews
         ],
