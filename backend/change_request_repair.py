@@ -53,7 +53,7 @@ from backend.invariants import Finding
 from backend.names import check_branch
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config, User, utcnow
+from backend.store.models import ChangeRequest, Config, PullRequest, User, utcnow
 
 STALE_AFTER = 600.0  # seconds before a `saving` row without its branch counts as a save that died
 ACTOR = "lfops-reconcile"  # who the audit log names for a repair
@@ -63,7 +63,6 @@ CR_WITHOUT_BRANCH = "change-request-without-branch"
 STATUS_DIFFERS = "status-differs-from-git"
 SAVE_INTERRUPTED = "save-interrupted"
 BRANCH_DIFFERS = "branch-differs-from-change-request"
-
 
 
 @dataclass(frozen=True)
@@ -225,6 +224,7 @@ class Reconciler:
         if not repair or self.repo.remote_head(row.branch) == row.head:  # landed just now: the next pass adopts it
             return finding
         with self.store.session() as s:
+            s.execute(delete(PullRequest).where(PullRequest.change_request_id == row.id))
             s.execute(delete(Config).where(Config.change_request_id == row.id, Config.commit == row.head))
             gone = s.execute(
                 delete(ChangeRequest).where(

@@ -14,6 +14,8 @@ from sqlalchemy import select
 
 from backend import audit, ci, demo
 from backend.auth import ROLES, Actor, add_user, authenticate, new_password
+from backend.forge import git_auth_env, make_forge
+from backend.forge_sync import ForgeSync
 from backend.gitstore import GitStore, Identity, init_origin
 from backend.lineage import Lineage
 from backend.registry import Registry
@@ -59,13 +61,36 @@ class Workspace:
 
     @cached_property
     def repo(self) -> GitStore:
-        repo = GitStore(self.settings.mirror_dir, self.settings.repo_url, self.settings.main_branch)
+        repo = GitStore(
+            self.settings.mirror_dir,
+            self.settings.repo_url,
+            self.settings.main_branch,
+            auth_env=git_auth_env(self.settings.forge, self.settings.forge_token),
+        )
         repo.ensure_mirror()
         return repo
 
     @cached_property
     def changes(self) -> ChangeRequests:
-        return ChangeRequests(self.store, self.repo)
+        return ChangeRequests(self.store, self.repo, self.forge_sync)
+
+    @cached_property
+    def forge_sync(self) -> ForgeSync | None:
+        """The pull requests on the forge LFOPS_FORGE names; None without one (lfops' own change requests)."""
+        st = self.settings
+        forge = make_forge(
+            st.forge, st.forge_url, st.forge_repo, st.forge_token, st.forge_webhook_secret, timeout=st.forge_timeout
+        )
+        if forge is None:
+            return None
+        return ForgeSync(
+            self.store,
+            self.repo,
+            forge,
+            user_map=st.forge_user_map,
+            public_url=st.public_url,
+            merge_style=st.forge_merge_style,
+        )
 
     @cached_property
     def registry(self) -> Registry:

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import errors
-from backend.api.routes import changes, lineage, registry, runs, tokens
+from backend.api.routes import changes, forge, lineage, registry, runs, tokens
 from backend.api.security import SessionUser, authenticate
 from backend.ops import Metrics, Readiness, is_loopback
 from backend.workspace import Workspace
@@ -103,7 +103,7 @@ def create_api(ws: Workspace) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    for router in (changes.router, runs.router, registry.router, lineage.router, tokens.router):
+    for router in (changes.router, runs.router, registry.router, lineage.router, tokens.router, forge.router):
         api.include_router(router)
     errors.install(api)
     return api

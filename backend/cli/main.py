@@ -17,6 +17,7 @@ from backend.cli import (
     config,
     db,
     doctor,
+    forge,
     lineage,
     log,
     registry,
@@ -57,6 +58,7 @@ COMMANDS: tuple[Register | None, ...] = (
     lineage.register,
     runs.register_reproduce,
     doctor.register,
+    forge.register,
 )
 
 
