@@ -38,7 +38,7 @@ from backend.forge import STATUS_CONTEXT, Forge, Review, WebhookEvent
 from backend.forge import PullRequest as ForgePullRequest
 from backend.gitstore import GitStore
 from backend.invariants import Finding
-from backend.review import param_table  # the one table the Review tab shows too
+from backend.review import PullRequestView, param_table, pull_request_view
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.store import Store
 from backend.store.models import ChangeRequest, ForgeDelivery, PullRequest, User, utcnow
@@ -49,27 +49,6 @@ log = logging.getLogger(__name__)
 ACTOR = "lfops-forge"  # who the audit log names for what the forge reported
 PR_WITHOUT_ROW = "change-request-without-pull-request"
 _PROBLEMS_SHOWN = 3
-
-
-@dataclass(frozen=True)
-class PullRequestView:
-    change_request: int
-    forge: str
-    number: int
-    url: str
-    state: str  # open | closed | merged
-    head_commit: str
-    merge_commit: str | None
-    merged_by: str
-    approved_at_merge: bool | None
-    validated_commit: str
-
-    @property
-    def label(self) -> str:
-        """The forge state in words, e.g. "merged without an approval that counts"."""
-        if self.state == "merged" and self.approved_at_merge is False:
-            return "merged on the forge without an approval that counts (launch needs an override)"
-        return self.state
 
 
 @dataclass(frozen=True)
@@ -88,21 +67,6 @@ class Validation:
         shown = "; ".join(self.problems[:_PROBLEMS_SHOWN])
         more = f" (+{len(self.problems) - _PROBLEMS_SHOWN} more)" if len(self.problems) > _PROBLEMS_SHOWN else ""
         return shown + more
-
-
-def view_of(row: PullRequest) -> PullRequestView:
-    return PullRequestView(
-        row.change_request_id,
-        row.forge,
-        row.number,
-        row.url,
-        row.state,
-        row.head_commit,
-        row.merge_commit,
-        row.merged_by,
-        row.approved_at_merge,
-        row.validated_commit,
-    )
 
 
 class ForgeSync:
@@ -160,7 +124,7 @@ class ForgeSync:
                 row = self._upsert_row(s, cr_id, pr, head)
                 row.validated_commit = head
                 audit.record(s, ACTOR, "forge.publish", f"change_request:{cr_id}", number=pr.number, head=head)
-                return view_of(row)
+                return pull_request_view(row)
         except BaseException:
             if opened:
                 self._close_quietly(pr.number)
@@ -268,12 +232,15 @@ class ForgeSync:
     def pull_requests(self) -> list[PullRequestView]:
         """Every change request's pull request, newest first."""
         with self.store.session() as s:
-            return [view_of(r) for r in s.scalars(select(PullRequest).order_by(PullRequest.change_request_id.desc()))]
+            return [
+                pull_request_view(r)
+                for r in s.scalars(select(PullRequest).order_by(PullRequest.change_request_id.desc()))
+            ]
 
     def pull_request(self, cr_id: int) -> PullRequestView | None:
         with self.store.session() as s:
             row = s.scalar(select(PullRequest).where(PullRequest.change_request_id == cr_id))
-            return view_of(row) if row is not None else None
+            return pull_request_view(row) if row is not None else None
 
     # ---- forge -> lfops -----------------------------------------------------------------------------------------
 
@@ -357,7 +324,7 @@ class ForgeSync:
                 audit.record(s, ACTOR, "review.close", f"change_request:{cr.id}", reason=f"pull request #{number}")
             elif cr.status in UNDER_REVIEW:
                 self._set_status(s, cr)
-            view = view_of(row)
+            view = pull_request_view(row)
         if pr.state == "open" and pr.head_sha and pr.head_sha != validated:
             self._post_status(pr.head_sha, self.validate(pr.head_sha, [path or ""]), cr_id)
             with self.store.session() as s:
@@ -469,12 +436,14 @@ class ForgeSync:
             row.official = official
 
     def _set_status(self, s: Session, cr: ChangeRequest) -> None:
-        """The status the reviews give: approved while an approval counts for the head, changes requested when the
-        newest decision on the head asks for them, open otherwise."""
-        current = [r for r in cr.reviews if r.head_commit == cr.head_commit and r.official]
-        if any(approvals.counts(r, cr) for r in cr.reviews):
+        """The status the reviews give: the newest decision that counts on the head (approved or changes requested),
+        open when there is none."""
+        # lfops' own rule: the newest decision on the head decides (reviews are in the order they were recorded)
+        current = [r for r in cr.reviews if r.head_commit == cr.head_commit and r.official and r.reviewer_id]
+        latest = current[-1] if current else None
+        if latest is not None and approvals.counts(latest, cr):
             wanted = ChangeRequestStatus.APPROVED
-        elif current and current[-1].decision == ReviewDecision.CHANGES_REQUESTED:
+        elif latest is not None and latest.decision == ReviewDecision.CHANGES_REQUESTED:
             wanted = ChangeRequestStatus.CHANGES_REQUESTED
         else:
             wanted = ChangeRequestStatus.OPEN

@@ -70,6 +70,27 @@ class ReviewView:
 
 
 @dataclass(frozen=True)
+class PullRequestView:
+    change_request: int
+    forge: str
+    number: int
+    url: str
+    state: str  # open | closed | merged
+    head_commit: str
+    merge_commit: str | None
+    merged_by: str
+    approved_at_merge: bool | None
+    validated_commit: str
+
+    @property
+    def label(self) -> str:
+        """The forge state in words, e.g. "merged without an approval that counts"."""
+        if self.state == "merged" and self.approved_at_merge is False:
+            return "merged on the forge without an approval that counts (launch needs an override)"
+        return self.state
+
+
+@dataclass(frozen=True)
 class ParamRow:
     key: str
     before: Any
@@ -95,6 +116,7 @@ class ChangeRequestView:
     created_at: datetime
     updated_at: datetime
     reviews: list[ReviewView]
+    pull_request: PullRequestView | None = None  # with a forge (backend.forge_sync)
 
     @property
     def approvers(self) -> list[str]:
@@ -109,6 +131,22 @@ class ChangeRequestDetail:
     baseline: str  # what `before` means: "main" or "LLaMA-Factory default"
     validation: list[str]
     yaml: str
+
+
+def pull_request_view(row: PullRequest) -> PullRequestView:
+    """A pull request row as the CLI, the WebUI and the API show it."""
+    return PullRequestView(
+        row.change_request_id,
+        row.forge,
+        row.number,
+        row.url,
+        row.state,
+        row.head_commit,
+        row.merge_commit,
+        row.merged_by,
+        row.approved_at_merge,
+        row.validated_commit,
+    )
 
 
 def _view(cr: ChangeRequest) -> ChangeRequestView:
@@ -140,6 +178,7 @@ def _view(cr: ChangeRequest) -> ChangeRequestView:
             )
             for r in cr.reviews
         ],
+        pull_request=pull_request_view(cr.pull_request) if cr.pull_request is not None else None,
     )
 
 

@@ -182,6 +182,23 @@ def test_save_validate_review_on_the_forge_merge_launch(gitea, forge_env, api):
     assert view.status == ChangeRequestStatus.OPEN and view.approvers == []
     assert [r.reviewer for r in view.reviews] == [f"{gitea.users['reviewer'].login} (forge)"]
     unmapped.store.dispose()
+    # ... nor mapped to an lfops analyst
+    from backend.auth import add_user
+
+    with ws.store.session() as s:
+        add_user(s, "bob", "analyst", "a-long-password-for-bob")
+    analyst = Workspace(
+        _settings_for(
+            forge_env,
+            gitea,
+            forge_user_map={gitea.users["author"].login: "alice", gitea.users["reviewer"].login: "bob"},
+        )
+    )
+    analyst.forge_sync.reconcile()
+    view = ws.changes.get(alice, saved.change_request)
+    assert view.status == ChangeRequestStatus.OPEN and view.approvers == []
+    assert [(r.reviewer, r.counts) for r in view.reviews] == [("bob", False)]
+    analyst.store.dispose()
     # ... and with it, the webhook through the real endpoint makes it count
     assert _deliver(gitea, api, "pull_request_review_approved", pr.number, since).status_code == 200
     view = ws.changes.get(alice, saved.change_request)
@@ -307,3 +324,32 @@ def test_forge_down_during_a_save_leaves_nothing(gitea, forge_env, tmp_path):
     assert ws.forge_sync.pull_request(saved.change_request).state == "open"
     with ws.store.session() as s:
         assert s.scalar(select(PullRequest.number).where(PullRequest.change_request_id == saved.change_request))
+
+
+def test_publish_is_idempotent_and_the_reconcile_opens_missing_pull_requests(gitea, forge_env):
+    from backend.review import ChangeRequests
+    from webui.review_tab import ReviewTab
+
+    ws, alice = forge_env.ws, forge_env.actor("alice")
+    # a save whose pull request never got opened (as after a crash between the push and the forge call)
+    saved = ChangeRequests(ws.store, ws.repo, forge=None).save(alice, _config(forge_env, 20), "rank20", "rank 20")
+    assert ws.forge_sync.pull_request(saved.change_request) is None
+    findings = ws.forge_sync.reconcile()
+    assert [(f.invariant, f.repaired) for f in findings] == [("change-request-without-pull-request", True)]
+    first = ws.forge_sync.pull_request(saved.change_request)
+    assert first.state == "open" and _status(gitea, saved.commit).state == "success"
+
+    # publishing again (what a revised save does after its push) updates the same pull request
+    again = ws.forge_sync.publish(saved.change_request)
+    assert again.number == first.number
+    open_prs = gitea.admin.get(f"/repos/{gitea.repo}/pulls", params={"state": "open", "limit": 50}).json()
+    assert [p["number"] for p in open_prs if p["head"]["ref"] == saved.branch] == [first.number]
+
+    # the Review tab links to it with its forge state
+    header = ReviewTab.render(ws.changes.show(alice, saved.change_request))[0]
+    assert f"[pull request #{first.number}]({first.url})" in header and "on gitea: open" in header
+
+    # closing in lfops closes it on the forge first
+    ws.changes.close(alice, saved.change_request)
+    assert gitea.forge("reviewer").get_pull_request(first.number).state == "closed"
+    assert ws.forge_sync.pull_request(saved.change_request).state == "closed"

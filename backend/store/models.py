@@ -87,6 +87,7 @@ class ChangeRequest(Base):
     author: Mapped[User] = relationship(foreign_keys=[author_id])
     merged_by: Mapped[User | None] = relationship(foreign_keys=[merged_by_id])
     reviews: Mapped[list[Review]] = relationship(back_populates="change_request", order_by="Review.id")
+    pull_request: Mapped[PullRequest | None] = relationship(viewonly=True, uselist=False)
 
 
 class Review(Base):
