@@ -353,3 +353,34 @@ def test_publish_is_idempotent_and_the_reconcile_opens_missing_pull_requests(git
     ws.changes.close(alice, saved.change_request)
     assert gitea.forge("reviewer").get_pull_request(first.number).state == "closed"
     assert ws.forge_sync.pull_request(saved.change_request).state == "closed"
+
+
+def test_the_flow_on_postgresql(gitea, forge_env, template_workspace, pg_database, tmp_path):
+    """The same mirroring on PostgreSQL: pull request row, reviews upserted by id, deliveries, merge."""
+    env = make_env(template_workspace, tmp_path / "pg-ws", pg_database)
+    ws = Workspace(_settings_for(env, gitea, database_url=pg_database))
+    git(ws.settings.mirror_dir, "remote", "set-url", "origin", ws.settings.repo_url)
+    ws.repo.fetch()
+    try:
+        alice, rita = ws.login("alice", env.passwords["alice"]), ws.login("rita", env.passwords["rita"])
+        saved = ws.changes.save(alice, _config(env, 64), "rank64pg", "LoRA rank 64")
+        number = ws.forge_sync.pull_request(saved.change_request).number
+        since = len(gitea.sink.deliveries)
+        gitea.forge("reviewer").submit_review(number, "approved", "ok", commit_id=saved.commit)
+
+        def approved_delivery(d) -> bool:
+            return d.headers.get("X-Gitea-Event-Type") == "pull_request_review_approved" and (
+                f'"number": {number},' in d.body.decode()
+            )
+
+        delivery = gitea.sink.wait_for(lambda d: gitea.sink.deliveries.index(d) >= since and approved_delivery(d))
+        headers = {k: v for k, v in delivery.headers.items() if k.lower().startswith("x-")}
+        assert "re-read" in ws.forge_sync.receive(headers, delivery.body)
+        assert "already handled" in ws.forge_sync.receive(headers, delivery.body)
+        ws.forge_sync.sync(number)  # a second re-read: the review is updated, not added
+        view = ws.changes.get(alice, saved.change_request)
+        assert (view.status, view.approvers, len(view.reviews)) == (ChangeRequestStatus.APPROVED, ["rita"], 1)
+        merged = ws.changes.merge(rita, saved.change_request)
+        assert ws.forge_sync.pull_request(saved.change_request).merge_commit == merged.merged_commit
+    finally:
+        ws.store.dispose()
