@@ -7,6 +7,7 @@ lfops users alice (analyst) and rita (reviewer) map to the forge logins author-*
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -25,7 +26,8 @@ from backend.runs.policy import LaunchPolicy
 from backend.store.models import AuditEvent, ChangeRequest, PullRequest
 from backend.workspace import Workspace
 from tests.gitea_fixtures import GITEA_TOKEN, GiteaSandbox, gitea_available, make_sandbox
-from tests.helpers import free_port, git, need_service
+from tests.helpers import free_port, git, need_service, run_lfops
+from tests.runs_fixtures import kill_leftover_runs, small_config
 from tests.workspace_fixtures import Env, make_env
 
 PROTECTION = {
@@ -106,8 +108,9 @@ def api(forge_env) -> TestClient:
         yield client
 
 
-def _config(env: Env, rank: int) -> bytes:
-    return env.example_yaml().replace(b"lora_rank: 8", f"lora_rank: {rank}".encode())
+def _config(env: Env, rank: int, **overrides: object) -> bytes:
+    """The example config, small enough to train in seconds (tests/runs_fixtures.py), with this LoRA rank."""
+    return small_config(env, lora_rank=rank, **overrides).frozen().canonical_yaml.encode()
 
 
 def _deliver(gitea: GiteaSandbox, api: TestClient, kind: str, number: int, since: int) -> httpx.Response:
@@ -155,7 +158,7 @@ def test_save_validate_review_on_the_forge_merge_launch(gitea, forge_env, api):
 
     # a broken config pushed by hand: lfops sees the new head (webhook) and posts a failing status with the problem
     since = len(gitea.sink.deliveries)
-    broken = _hand_push(gitea, saved.branch, saved.config_path, _config(forge_env, 16) + b"learning_rate: -1\n")
+    broken = _hand_push(gitea, saved.branch, saved.config_path, _config(forge_env, 16, learning_rate=-1.0))
     assert _deliver(gitea, api, "pull_request_sync", pr.number, since).status_code == 200
     failing = _status(gitea, broken)
     assert failing.state == "failure" and "learning_rate" in failing.description
@@ -214,6 +217,14 @@ def test_save_validate_review_on_the_forge_merge_launch(gitea, forge_env, api):
     policy = LaunchPolicy(ws.store, ws.repo)
     target = policy.resolve(saved.change_request)
     assert target.commit == merged.merged_commit and policy.refusal(target) is None
+    ws.runs.start_monitor(interval=0.2)
+    try:
+        run = ws.runs.launch(alice, saved.change_request)
+        final = ws.runs.wait(alice, run.id, timeout=600)
+    finally:
+        ws.runs.stop_monitor()
+        kill_leftover_runs(ws)
+    assert final.status == "succeeded", final.reason
     # the closing webhook re-reads a merged pull request: nothing changes
     assert ws.forge_sync.sync(pr.number).state == "merged"
 
@@ -384,3 +395,27 @@ def test_the_flow_on_postgresql(gitea, forge_env, template_workspace, pg_databas
         assert ws.forge_sync.pull_request(saved.change_request).merge_commit == merged.merged_commit
     finally:
         ws.store.dispose()
+
+
+def test_cli_forge_status_and_sync(gitea, forge_env):
+    settings = forge_env.ws.settings
+    users = gitea.users
+    forge_vars = {
+        "LFOPS_REPO_URL": settings.repo_url,
+        "LFOPS_FORGE": "gitea",
+        "LFOPS_FORGE_URL": gitea.url,
+        "LFOPS_FORGE_REPO": gitea.repo,
+        "LFOPS_FORGE_TOKEN": users["author"].token,
+        "LFOPS_FORGE_WEBHOOK_SECRET": gitea.webhook_secret,
+        "LFOPS_FORGE_USER_MAP": json.dumps({users["author"].login: "alice", users["reviewer"].login: "rita"}),
+    }
+    status = run_lfops("forge", "status", workspace=settings.workspace, env=forge_vars)
+    assert status.returncode == 0, status.stderr
+    numbers = [pr.number for pr in forge_env.ws.forge_sync.pull_requests()]
+    assert numbers and all(f"PR #{n}" in status.stdout for n in numbers)
+    assert "merged" in status.stdout and users["author"].token not in status.stdout + status.stderr
+    synced = run_lfops("forge", "sync", workspace=settings.workspace, env=forge_vars)
+    assert synced.returncode == 0 and "in step with the forge" in synced.stdout, synced.stderr
+
+    none = run_lfops("forge", "status", workspace=settings.workspace)
+    assert none.returncode != 0 and none.stderr.strip().splitlines()[-1].startswith("error: LFOPS_FORGE:")
