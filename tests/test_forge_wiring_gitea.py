@@ -411,9 +411,9 @@ def test_cli_forge_status_and_sync(gitea, forge_env):
     }
     status = run_lfops("forge", "status", workspace=settings.workspace, env=forge_vars)
     assert status.returncode == 0, status.stderr
-    numbers = [pr.number for pr in forge_env.ws.forge_sync.pull_requests()]
-    assert numbers and all(f"PR #{n}" in status.stdout for n in numbers)
-    assert "merged" in status.stdout and users["author"].token not in status.stdout + status.stderr
+    prs = forge_env.ws.forge_sync.pull_requests()
+    assert prs and all(f"PR #{pr.number:<5} {pr.label:<10} head {pr.head_commit[:12]}" in status.stdout for pr in prs)
+    assert users["author"].token not in status.stdout + status.stderr
     synced = run_lfops("forge", "sync", workspace=settings.workspace, env=forge_vars)
     assert synced.returncode == 0 and "in step with the forge" in synced.stdout, synced.stderr
 
