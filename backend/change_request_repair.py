@@ -36,7 +36,7 @@ so racing a live save, merge or close, or another reconcile, does nothing twice 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, text, update
@@ -245,6 +245,9 @@ class Reconciler:
                 "none: merged outside lfops; a person has to look",
             )
         finding = Finding(CR_WITHOUT_BRANCH, subject, f"branch {row.branch} is not on origin", "close it")
+        with self.store.session() as s:  # a squash or rebase merge on the forge leaves no head on main: ask the forge
+            if s.scalar(select(PullRequest.id).where(PullRequest.change_request_id == row.id)) is not None:
+                return replace(finding, repair="none: its pull request decides (backend.forge_sync)")
         if not repair or self.repo.remote_head(row.branch) is not None:  # asked of origin itself before closing
             return finding
         with self.store.session() as s:
