@@ -2,7 +2,10 @@
 lineage.
 
 A review counts when it approves, was given on the change request's head commit (a merged request keeps the head
-that was merged, so this is also "the head that was merged") and was not given by the request's author. Deciding on
+that was merged, so this is also "the head that was merged"), was not given by the request's author, is by an lfops
+user, and is official. lfops' own decisions are official; a review mirrored from a forge is official when the forge
+counts it (current, by someone with write access) and its forge login maps to an lfops user who may decide
+(backend.forge_sync), so a forge approval by an unmapped login, or by an analyst, never counts. Deciding on
 one's own request is refused when it is asked for; a row that got in some other way must not count either.
 
 The rule is written once, in `_rule`, over operands that are either SQL columns or loaded values: `condition()` is
@@ -20,9 +23,18 @@ from backend.review_status import ReviewDecision
 from backend.store.models import ChangeRequest, Review, User
 
 
-def _rule(decision: Any, review_head: Any, request_head: Any, reviewer_id: Any, author_id: Any) -> tuple[Any, ...]:
-    # Over columns the comparisons build SQL clauses, over values booleans: the same line is the rule for both.
-    return (decision == ReviewDecision.APPROVED.value, review_head == request_head, reviewer_id != author_id)
+def _rule(
+    decision: Any, review_head: Any, request_head: Any, reviewer_id: Any, author_id: Any, official: Any
+) -> tuple[Any, ...]:
+    # Over columns the comparisons build SQL clauses, over values booleans: the same line is the rule for both
+    # (`!= None` is IS NOT NULL in SQL).
+    return (
+        decision == ReviewDecision.APPROVED.value,
+        review_head == request_head,
+        reviewer_id != None,  # noqa: E711
+        reviewer_id != author_id,
+        official == True,  # noqa: E712
+    )
 
 
 def condition(review: Any = Review, change_request: Any = ChangeRequest) -> ColumnElement[bool]:
@@ -35,6 +47,7 @@ def condition(review: Any = Review, change_request: Any = ChangeRequest) -> Colu
             change_request.head_commit,
             review.reviewer_id,
             change_request.author_id,
+            review.official,
         ),
     )
 
@@ -48,6 +61,7 @@ def counts(review: Review, change_request: ChangeRequest) -> bool:
             change_request.head_commit,
             review.reviewer_id,
             change_request.author_id,
+            bool(review.official),
         )
     )
 

@@ -36,7 +36,7 @@ so racing a live save, merge or close, or another reconcile, does nothing twice 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, text, update
@@ -53,7 +53,7 @@ from backend.invariants import Finding
 from backend.names import check_branch
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config, User, utcnow
+from backend.store.models import ChangeRequest, Config, PullRequest, User, utcnow
 
 STALE_AFTER = 600.0  # seconds before a `saving` row without its branch counts as a save that died
 ACTOR = "lfops-reconcile"  # who the audit log names for a repair
@@ -63,7 +63,6 @@ CR_WITHOUT_BRANCH = "change-request-without-branch"
 STATUS_DIFFERS = "status-differs-from-git"
 SAVE_INTERRUPTED = "save-interrupted"
 BRANCH_DIFFERS = "branch-differs-from-change-request"
-
 
 
 @dataclass(frozen=True)
@@ -225,6 +224,7 @@ class Reconciler:
         if not repair or self.repo.remote_head(row.branch) == row.head:  # landed just now: the next pass adopts it
             return finding
         with self.store.session() as s:
+            s.execute(delete(PullRequest).where(PullRequest.change_request_id == row.id))
             s.execute(delete(Config).where(Config.change_request_id == row.id, Config.commit == row.head))
             gone = s.execute(
                 delete(ChangeRequest).where(
@@ -245,6 +245,9 @@ class Reconciler:
                 "none: merged outside lfops; a person has to look",
             )
         finding = Finding(CR_WITHOUT_BRANCH, subject, f"branch {row.branch} is not on origin", "close it")
+        with self.store.session() as s:  # a squash or rebase merge on the forge leaves no head on main: ask the forge
+            if s.scalar(select(PullRequest.id).where(PullRequest.change_request_id == row.id)) is not None:
+                return replace(finding, repair="none: its pull request decides (backend.forge_sync)")
         if not repair or self.repo.remote_head(row.branch) is not None:  # asked of origin itself before closing
             return finding
         with self.store.session() as s:

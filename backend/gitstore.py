@@ -45,8 +45,6 @@ def _git_env(env: dict | None = None) -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
 
 
-
-
 @dataclass(frozen=True)
 class Identity:
     name: str
@@ -143,18 +141,22 @@ class GitStore:
     _thread_lock = threading.Lock()
     _local = threading.local()
 
-    def __init__(self, mirror_dir: Path, remote_url: str, main_branch: str = "main") -> None:
+    def __init__(
+        self, mirror_dir: Path, remote_url: str, main_branch: str = "main", auth_env: dict[str, str] | None = None
+    ) -> None:
         self.mirror_dir = Path(mirror_dir)
         self.remote_url = remote_url
         self.main = main_branch
         self._lock_path = self.mirror_dir.with_suffix(".lock")
+        # e.g. a forge token as GIT_CONFIG_* http.extraHeader: in git's environment only, never in a URL or a config
+        self._auth_env = dict(auth_env or {})
 
     # ---- plumbing ----------------------------------------------------------------------------------------------
 
     def _proc(
         self, args: list[str], *, env: dict | None = None, input: bytes | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        return _git_proc(["-C", str(self.mirror_dir), *args], env=env, input=input)
+        return _git_proc(["-C", str(self.mirror_dir), *args], env={**self._auth_env, **(env or {})}, input=input)
 
     def _run(
         self, args: list[str], *, env: dict | None = None, input: bytes | None = None, check: bool = True

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -37,7 +37,9 @@ from backend.preflight import Preflight
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.secret_scan import refuse_secrets
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config, Review, utcnow
+from backend.store.models import ChangeRequest, Config, PullRequest, Review, utcnow
+
+log = logging.getLogger(__name__)
 
 # The step boundaries of each operation, in order: where the crash-injection test and bench kill it.
 SAVE_STEPS = ("save.reserved", "save.pushed", "save.opened")
@@ -62,12 +64,34 @@ class SaveResult:
 
 @dataclass(frozen=True)
 class ReviewView:
-    reviewer: str
+    reviewer: str  # the lfops user; a forge login that maps to none shows as "login (forge)"
     decision: ReviewDecision
     comment: str
     head_commit: str
     at: datetime
     counts: bool = False  # an approval that counts for the request's head (backend.approvals)
+    source: str = "lfops"  # lfops | forge
+
+
+@dataclass(frozen=True)
+class PullRequestView:
+    change_request: int
+    forge: str
+    number: int
+    url: str
+    state: str  # open | closed | merged
+    head_commit: str
+    merge_commit: str | None
+    merged_by: str
+    approved_at_merge: bool | None
+    validated_commit: str
+
+    @property
+    def label(self) -> str:
+        """The forge state in words, e.g. "merged without an approval that counts"."""
+        if self.state == "merged" and self.approved_at_merge is False:
+            return "merged on the forge without an approval that counts (launch needs an override)"
+        return self.state
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,7 @@ class ChangeRequestView:
     created_at: datetime
     updated_at: datetime
     reviews: list[ReviewView]
+    pull_request: PullRequestView | None = None  # with a forge (backend.forge_sync)
 
     @property
     def approvers(self) -> list[str]:
@@ -111,6 +136,22 @@ class ChangeRequestDetail:
     validation: list[str]
     yaml: str
     preflight: list[str] = field(default_factory=list)  # which launch targets can run the head's config
+
+
+def pull_request_view(row: PullRequest) -> PullRequestView:
+    """A pull request row as the CLI, the WebUI and the API show it."""
+    return PullRequestView(
+        row.change_request_id,
+        row.forge,
+        row.number,
+        row.url,
+        row.state,
+        row.head_commit,
+        row.merge_commit,
+        row.merged_by,
+        row.approved_at_merge,
+        row.validated_commit,
+    )
 
 
 def _view(cr: ChangeRequest) -> ChangeRequestView:
@@ -132,10 +173,17 @@ def _view(cr: ChangeRequest) -> ChangeRequestView:
         updated_at=cr.updated_at,
         reviews=[
             ReviewView(
-                r.reviewer.name, ReviewDecision(r.decision), r.comment, r.head_commit, r.at, approvals.counts(r, cr)
+                r.reviewer.name if r.reviewer else f"{r.forge_login} (forge)",
+                ReviewDecision(r.decision),
+                r.comment,
+                r.head_commit,
+                r.at,
+                approvals.counts(r, cr),
+                r.source,
             )
             for r in cr.reviews
         ],
+        pull_request=pull_request_view(cr.pull_request) if cr.pull_request is not None else None,
     )
 
 
@@ -160,6 +208,20 @@ def param_table(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[l
     return rows, "main"
 
 
+class PullRequestHooks(Protocol):
+    """What review asks of a forge (backend.forge_sync.ForgeSync implements it; None: lfops' own requests only)."""
+
+    def publish(self, cr_id: int) -> object:
+        """Open or update the request's pull request and post its validation status; after any push to its branch."""
+
+    def merge(self, cr_id: int, head: str, message: str) -> str:
+        """Merge the pull request on the forge at `head`; the merge commit, in the mirror."""
+
+    def close(self, cr_id: int) -> None: ...
+
+    def comment(self, cr_id: int, text: str) -> None: ...
+
+
 class ChangeRequests:
     def __init__(
         self,
@@ -167,6 +229,7 @@ class ChangeRequests:
         repo: GitStore,
         preflight: Preflight | None = None,
         on_merged: Callable[[ChangeRequestView, Actor], None] | None = None,
+        forge: PullRequestHooks | None = None,
     ) -> None:
         self.store = store
         self.repo = repo
@@ -174,6 +237,7 @@ class ChangeRequests:
         # called once a merge is recorded, with who merged (backend.retrain: launch on merge, the dataset check);
         # never before main holds the merge, and its failures never undo it
         self.on_merged = on_merged or (lambda _view, _actor: None)
+        self.forge = forge
 
     # ---- save ---------------------------------------------------------------------------------------------------
 
@@ -230,6 +294,8 @@ class ChangeRequests:
             same = self._same_save(actor, owner, branch, path, frozen.config_hash)
             return replace(same, warnings=warnings, preflight=notes)
         crash_point("save.pushed")
+        if self.forge is not None:
+            self._publish_or_undo(cr_id, commit, branch)
         with self.store.session() as s:
             if not open_saved(s, cr_id, commit, actor.name):
                 cr = s.get(ChangeRequest, cr_id)
@@ -301,11 +367,28 @@ class ChangeRequests:
             record_config(s, commit, path, config, dataset_version, cr.id, config_hash)
             return cr.id, commit
 
+    def _publish_or_undo(self, cr_id: int, commit: str, branch: str) -> None:
+        """With a forge, a save is complete once its pull request is open: a forge that refuses or is down undoes the
+        push and the reservation, so no branch is left without its change request, nor the reverse."""
+        assert self.forge is not None
+        try:
+            self.forge.publish(cr_id)
+        except BaseException as exc:
+            try:
+                self.repo.delete_branch(branch, commit)
+            except LfopsError:
+                pass  # the reconcile adopts or removes it
+            self._unreserve(cr_id, commit)
+            if isinstance(exc, LfopsError):
+                raise type(exc)(f"{exc}; nothing was saved", field=exc.field) from None
+            raise
+
     def _unreserve(self, cr_id: int, commit: str) -> None:
         """Undo step 1 after a refused push. Should the push have landed after all (an answer lost on the way), the
         branch's trailers let the reconcile adopt it back; should this fail, the reconcile drops the stale row."""
         try:
             with self.store.session() as s:
+                s.execute(delete(PullRequest).where(PullRequest.change_request_id == cr_id))
                 s.execute(delete(Config).where(Config.change_request_id == cr_id, Config.commit == commit))
                 s.execute(
                     delete(ChangeRequest).where(
@@ -431,18 +514,27 @@ class ChangeRequests:
             )
             s.flush()
             s.refresh(cr)
-            return _view(cr)
+            view = _view(cr)
+        if self.forge is not None:  # the decision that counts on the forge is the reviewer's own review there
+            try:
+                self.forge.comment(
+                    cr_id, f"{actor.name} {decision.label} this in lfops on {view.head_commit[:12]}: {comment or ''}"
+                )
+            except LfopsError as exc:
+                log.warning("change request #%s: the pull request comment failed: %s", cr_id, exc)
+        return view
 
     def close(self, actor: Actor, cr_id: int) -> ChangeRequestView:
         """Mark the request closed, then delete its branch (CLOSE_STEPS: a crash between leaves a closed request's
         branch, which the reconcile deletes)."""
         require(actor, "config.save")
         with self.store.session() as s:
+            _check_closable(actor, _get(s, cr_id))
+        if self.forge is not None:
+            self.forge.close(cr_id)  # first: a forge that is down leaves both open
+        with self.store.session() as s:
             cr = _get(s, cr_id)
-            if cr.author_id != actor.id and not actor.can("review.merge"):
-                raise PermissionDenied(f"{actor.name} may not close someone else's change request")
-            if cr.status not in UNDER_REVIEW:
-                raise Conflict(f"change request #{cr.id} is already {cr.status}")
+            _check_closable(actor, cr)
             cr.status = ChangeRequestStatus.CLOSED
             cr.updated_at = utcnow()
             audit.record(s, actor, "review.close", f"change_request:{cr.id}")
@@ -470,7 +562,8 @@ class ChangeRequests:
         if not view.approvers:
             raise Conflict(f"change request #{cr_id} has no approval for its current head commit")
         self.store.check()
-        self._check_head_claims(cr_id, view.head_commit)
+        if self.forge is None:  # with a forge the head may be a commit pushed by hand (validated like any other)
+            self._check_head_claims(cr_id, view.head_commit)
         with self.store.session() as s:
             approver_lines = approvals.approver_lines(s, cr_id)
         for attempt in range(MERGE_ATTEMPTS):
@@ -501,10 +594,14 @@ class ChangeRequests:
                     exc.problems + [Problem("merge", "refused: the merged config is invalid")], view.config_path
                 ) from None
             crash_point("merge.built")
-            try:
-                self.repo.push(merge, self.repo.main, expect=main)
-            except LostRace:
-                continue
+            if self.forge is not None:  # the forge merges: its protection rules and its main decide
+                merge = self.forge.merge(cr_id, view.head_commit, message)
+                merged_cfg, dataset_version = self._merged_config(merge, view.config_path, view.dataset_version)
+            else:
+                try:
+                    self.repo.push(merge, self.repo.main, expect=main)
+                except LostRace:
+                    continue
             crash_point("merge.pushed")
             with self.store.session() as s:
                 record_merge(s, cr_id, merge, actor.id, actor.name, merged_cfg, dataset_version, approver_lines)
@@ -520,6 +617,13 @@ class ChangeRequests:
             self.on_merged(view, actor)
         except Exception:  # noqa: BLE001 - the merge stands whatever its followers make of it
             logging.getLogger(__name__).exception("after the merge of change request #%s", view.id)
+
+    def _merged_config(self, merge: str, path: str, dataset_version: str) -> tuple[TrainConfig, str]:
+        raw = self.repo.read(merge, path) or b""
+        try:
+            return cfgmod.parse_and_validate(raw, self.repo.files(merge), path)
+        except ValidationFailed:  # on main either way: recorded as it is
+            return TrainConfig.parse(raw, path), dataset_version
 
     def _drop_merged_branch(self, view: ChangeRequestView) -> None:
         try:
@@ -545,6 +649,13 @@ _NO_COMMIT = "0" * 40  # a reserved row's head until its commit is written, in t
 
 def _result(cr: ChangeRequest) -> SaveResult:
     return SaveResult(cr.id, cr.branch, cr.head_commit, cr.config_path, cr.config_hash, cr.dataset_version)
+
+
+def _check_closable(actor: Actor, cr: ChangeRequest) -> None:
+    if cr.author_id != actor.id and not actor.can("review.merge"):
+        raise PermissionDenied(f"{actor.name} may not close someone else's change request")
+    if cr.status not in UNDER_REVIEW:
+        raise Conflict(f"change request #{cr.id} is already {cr.status}")
 
 
 def _get(s: Session, cr_id: int) -> ChangeRequest:

@@ -28,6 +28,8 @@ ENV_PREFIX = "LFOPS_"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 RunnerName = Literal["local", "kubernetes"]
 RUNNERS: tuple[str, ...] = get_args(RunnerName)
+ForgeName = Literal["none", "gitea", "github", "gitlab"]  # none: lfops' own change requests only (the default)
+_LOGIN = re.compile(r"[A-Za-z0-9][\w.@-]*")  # a forge login (Gitea, GitHub, GitLab usernames)
 HUB_REPO_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # a Hugging Face Hub repo id: OWNER/NAME
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
 
@@ -143,6 +145,17 @@ class Settings(BaseModel):
     retrain_hourly_limit: int = Field(5, ge=1)  # retrain requests the bot opens per hour, all models together
     # encrypts notification targets' secrets in the database (Fernet key; "" = a key file in the workspace)
     notify_key: str = Field("", repr=False)
+    # Pull requests on a forge (docs/forge.md); the token and the webhook secret are never stored or logged.
+    forge: ForgeName = "none"
+    forge_url: str = ""  # the forge's web root; github defaults to https://github.com
+    forge_repo: str = ""  # owner/name (GitLab: group/sub/project): the repository LFOPS_REPO_URL points at
+    forge_token: str = Field("", repr=False)  # the bot's token
+    forge_webhook_secret: str = Field("", repr=False)
+    forge_user_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # forge login -> lfops user
+    forge_timeout: Annotated[float, Interval(ge=0.1, le=600)] = 10.0
+    forge_merge_style: Literal["merge", "squash", "rebase"] = "merge"
+    forge_reconcile_seconds: Positive = 300
+    public_url: str = ""  # where people open lfops (links from pull requests back to it)
 
     @model_validator(mode="before")
     @classmethod
@@ -209,6 +222,40 @@ class Settings(BaseModel):
             raise ValueError(f"{value!r} must be OWNER/NAME")
         return value
 
+    @field_validator("forge_user_map", mode="before")
+    @classmethod
+    def _user_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError('not valid JSON; expected {"forge-login": "lfops-user"}') from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ValueError('must be a JSON object {"forge-login": "lfops-user"}')
+        for login in value:
+            if not _LOGIN.fullmatch(login):
+                raise ValueError(f"{login!r} is not a forge login")
+        return value
+
+    @field_validator("forge_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _forge_complete(self) -> Settings:
+        check_forge(self)
+        return self
+
     @property
     def mirror_dir(self) -> Path:
         """lfops' own bare clone of the config repo; every operation goes through it under a lock."""
@@ -245,7 +292,31 @@ class Settings(BaseModel):
             raise _one_line(ENV_PREFIX + attr.upper(), error, hint, value) from None
         except SourceError as exc:
             raise SettingsError(redact(f"settings: {str(exc).splitlines()[0]}")) from None
-        return cls.model_construct(**{name: getattr(loaded, name) for name in cls.model_fields})
+        settings = cls.model_construct(**{name: getattr(loaded, name) for name in cls.model_fields})
+        check_forge(settings)
+        return settings
+
+
+def check_forge(settings: Settings) -> None:
+    """With a forge chosen, its URL (not for github), repository and token are required; SettingsError names which."""
+    kind = settings.forge
+    if kind == "none":
+        return
+    missing = [
+        name
+        for name, value in (
+            ("LFOPS_FORGE_URL", settings.forge_url or (kind == "github")),
+            ("LFOPS_FORGE_REPO", settings.forge_repo),
+            ("LFOPS_FORGE_TOKEN", settings.forge_token),
+        )
+        if not value
+    ]
+    if missing:
+        raise SettingsError(f"{missing[0]}: required when LFOPS_FORGE={kind}", field=missing[0])
+    parts = settings.forge_repo.split("/")
+    if len(parts) < 2 or not all(parts) or (kind != "gitlab" and len(parts) != 2):
+        shape = "group/project" if kind == "gitlab" else "owner/name"
+        raise SettingsError(f"LFOPS_FORGE_REPO: {settings.forge_repo!r} is not {shape!r}", field="LFOPS_FORGE_REPO")
 
 
 class _FromEnvironment(BaseSettings, Settings):
@@ -268,7 +339,13 @@ def _secrets_dir() -> Path | None:
 # ---- one line per bad value ---------------------------------------------------------------------------------------
 
 # Values never echoed in a message: they may hold credentials.
-_SECRET = {"LFOPS_DATABASE_URL", "LFOPS_REPO_URL", "LFOPS_ADMIN_PASSWORD"}
+_SECRET = {
+    "LFOPS_DATABASE_URL",
+    "LFOPS_REPO_URL",
+    "LFOPS_ADMIN_PASSWORD",
+    "LFOPS_FORGE_TOKEN",
+    "LFOPS_FORGE_WEBHOOK_SECRET",
+}
 
 
 def _one_line(where: str, error: dict, hint: Any, value: object) -> SettingsError:

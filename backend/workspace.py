@@ -15,6 +15,8 @@ from sqlalchemy import select
 
 from backend import audit, ci, demo
 from backend.auth import ROLES, Actor, add_user, authenticate, new_password
+from backend.forge import git_auth_env, make_forge
+from backend.forge_sync import ForgeSync
 from backend.gitstore import GitStore, Identity, init_origin
 from backend.leader import Leadership
 from backend.lineage import Lineage
@@ -68,7 +70,12 @@ class Workspace:
 
     @cached_property
     def repo(self) -> GitStore:
-        repo = GitStore(self.settings.mirror_dir, self.settings.repo_url, self.settings.main_branch)
+        repo = GitStore(
+            self.settings.mirror_dir,
+            self.settings.repo_url,
+            self.settings.main_branch,
+            auth_env=git_auth_env(self.settings.forge, self.settings.forge_token),
+        )
         repo.ensure_mirror()
         return repo
 
@@ -81,7 +88,11 @@ class Workspace:
     def changes(self) -> ChangeRequests:
         # a recorded merge may launch its run (lfops.launch_on_merge) and settles retrain requests (backend.retrain)
         return ChangeRequests(
-            self.store, self.repo, self.preflight, on_merged=lambda view, actor: self.retrain.on_merged(view, actor)
+            self.store,
+            self.repo,
+            self.preflight,
+            on_merged=lambda view, actor: self.retrain.on_merged(view, actor),
+            forge=self.forge_sync,
         )
 
     @cached_property
@@ -94,6 +105,24 @@ class Workspace:
             runs=lambda: self.runs,
             cooldown=timedelta(hours=self.settings.retrain_cooldown_hours),
             hourly_limit=self.settings.retrain_hourly_limit,
+        )
+
+    @cached_property
+    def forge_sync(self) -> ForgeSync | None:
+        """The pull requests on the forge LFOPS_FORGE names; None without one (lfops' own change requests)."""
+        st = self.settings
+        forge = make_forge(
+            st.forge, st.forge_url, st.forge_repo, st.forge_token, st.forge_webhook_secret, timeout=st.forge_timeout
+        )
+        if forge is None:
+            return None
+        return ForgeSync(
+            self.store,
+            self.repo,
+            forge,
+            user_map=st.forge_user_map,
+            public_url=st.public_url,
+            merge_style=st.forge_merge_style,
         )
 
     @cached_property

@@ -134,7 +134,7 @@ class FakeGitHub(FakeForge):
             "merged": pr["merged"],
             "mergeable": True,
             "mergeable_state": "clean",
-            "merged_by": None,
+            "merged_by": self._user(pr["merged_by"]) if pr.get("merged_by") else None,
         }
 
     def on_push(self, branch: str, sha: str) -> None:
@@ -277,7 +277,7 @@ class FakeGitHub(FakeForge):
         if len(approvals) < self.required_approvals:
             return _json(405, {"message": "At least 1 approving review is required by reviewers with write access."})
         merge = fake_sha("merge", str(number), pr["head_sha"])
-        pr.update(merged=True, state="closed", merge_commit_sha=merge)
+        pr.update(merged=True, state="closed", merge_commit_sha=merge, merged_by=user)
         self.branches[pr["base"]] = merge
         return _json(200, {"sha": merge, "merged": True, "message": "Pull Request successfully merged"})
 
@@ -320,8 +320,8 @@ class FakeGitLab(FakeForge):
             "state": mr["state"],
             "created_at": NOW,
             "updated_at": NOW,
-            "merged_by": None,
-            "merge_user": None,
+            "merged_by": self._user(mr["merged_by"]) if mr.get("merged_by") else None,  # deprecated field
+            "merge_user": self._user(mr["merged_by"]) if mr.get("merged_by") else None,
             "merged_at": NOW if mr["state"] == "merged" else None,
             "target_branch": mr["target"],
             "source_branch": mr["source"],
@@ -441,7 +441,7 @@ class FakeGitLab(FakeForge):
             self.notes.setdefault(iid, []).append(body["body"])
             return _json(201, {"id": next(self._ids), "body": body["body"], "author": self._user(user)})
         if verb == "/merge":
-            return self._merge(mr, body)
+            return self._merge(mr, body, user)
         return _json(404, {"message": "404 Not Found"})
 
     def _set_status(self, sha: str, body: dict[str, Any], user: str) -> httpx.Response:
@@ -466,7 +466,7 @@ class FakeGitLab(FakeForge):
         self.statuses.setdefault(sha, []).insert(0, status)
         return _json(201, status)
 
-    def _merge(self, mr: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
+    def _merge(self, mr: dict[str, Any], body: dict[str, Any], user: str) -> httpx.Response:
         if mr["state"] != "opened":
             return _json(405, {"message": "405 Method Not Allowed"})
         if body.get("sha") and body["sha"] != mr["sha"]:
@@ -480,5 +480,6 @@ class FakeGitLab(FakeForge):
             mr["squash_commit_sha"] = fake_sha("squash", mr["sha"])
         mr["merge_commit_sha"] = fake_sha("merge", str(mr["iid"]), mr["sha"])
         mr["state"] = "merged"
+        mr["merged_by"] = user
         self.branches[mr["target"]] = mr["merge_commit_sha"]
         return _json(200, self._mr_json(mr))

@@ -57,6 +57,7 @@ ROUTES = {
     ("put", "/notify/mutes/{kind}"),
     ("delete", "/notify/mutes/{kind}"),
     ("get", "/notify/deliveries"),
+    ("post", "/forge/webhook"),  # signed by the forge, no bearer token (tests/test_forge_wiring_gitea.py)
 }
 LIST_ROUTES = ["/change-requests", "/runs", "/models", "/tokens"]
 
@@ -460,3 +461,8 @@ def test_the_api_and_tokens_on_sqlite_and_postgresql(any_db_env):
         metrics = client.get("/metrics", headers={"Authorization": f"Bearer {read}"}).text
         assert 'lfops_change_requests{status="open"} 1.0' in metrics
     app.state.readiness.close()
+
+
+def test_forge_webhook_without_a_forge_is_not_found(api):
+    answer = api.client.post("/api/v1/forge/webhook", content=b"{}", headers={"X-Gitea-Signature": "0" * 64})
+    assert answer.status_code == 404 and answer.json()["field"] == "LFOPS_FORGE"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -59,6 +60,7 @@ def test_mock_github_pull_request_flow(github):
     merged = bot.merge(1, head_sha=head, message="Merge config\n\nApproved-by: rita")
     assert (merged.state, merged.merged) == ("merged", True)
     assert merged.merge_commit_sha == github.branches["main"]
+    assert merged.merged_by == github.tokens["tok-bot"]
     sent = [c for c in github.calls if c.path.endswith("/pulls/1/merge")][-1]
     assert sent.method == "PUT"
     assert sent.body == {
@@ -240,3 +242,15 @@ def test_mock_github_webhooks(github):
         bot.verify_webhook({"X-GitHub-Event": "push"}, body)
     with pytest.raises(LfopsError, match="not JSON"):
         bot.parse_webhook(headers, b"{nope")
+
+
+def test_mock_git_push_auth_headers_never_put_the_token_in_a_url():
+    from backend.forge import git_auth_env
+
+    assert git_auth_env("none", "t") == {} and git_auth_env("gitea", "") == {}
+    gitea = git_auth_env("gitea", "tok")
+    assert (gitea["GIT_CONFIG_KEY_0"], gitea["GIT_CONFIG_VALUE_0"]) == ("http.extraHeader", "Authorization: token tok")
+    github = git_auth_env("github", "tok")["GIT_CONFIG_VALUE_0"]
+    assert github == "Authorization: Basic " + base64.b64encode(b"x-access-token:tok").decode()
+    gitlab = git_auth_env("gitlab", "tok")["GIT_CONFIG_VALUE_0"]
+    assert gitlab == "Authorization: Basic " + base64.b64encode(b"oauth2:tok").decode()

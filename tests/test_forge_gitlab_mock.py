@@ -65,6 +65,7 @@ def test_mock_gitlab_merge_request_flow(gitlab):
 
     merged = bot.merge(1, head_sha=head, message="Merge config\n\nApproved-by: rita")
     assert (merged.state, merged.merged, merged.merge_commit_sha) == ("merged", True, gitlab.branches["main"])
+    assert merged.merged_by == gitlab.tokens["glpat-bot"]
     assert gitlab.calls[-1].body == {
         "squash": False,
         "sha": head,

@@ -158,6 +158,10 @@ class ReviewTab:
         ]
         if r.merged_commit:
             lines.append(f"merged as {md_code(r.merged_commit[:12])} by {md_text(r.merged_by)}")
+        if r.pull_request is not None:
+            pr = r.pull_request
+            link = f"[pull request #{pr.number}]({pr.url})" if pr.url.startswith(("https://", "http://")) else ""
+            lines.append(f"{link or f'pull request #{pr.number}'} on {md_text(pr.forge)}: {md_text(pr.label)}")
         if r.description.strip() != r.title.strip():
             lines.append("\n" + md_text(r.description))
         rows = sorted(detail.params, key=lambda p: _CHANGE_ORDER.get(p.change, 9))

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import errors
-from backend.api.routes import admin, changes, lineage, notify, registry, runs, tokens
+from backend.api.routes import admin, changes, forge, lineage, notify, registry, runs, tokens
 from backend.api.security import SessionUser, authenticate
 from backend.ops import Metrics, Readiness, is_loopback, leader_detail
 from backend.workspace import Workspace
@@ -111,6 +111,7 @@ def create_api(ws: Workspace) -> FastAPI:
         tokens.router,
         admin.router,
         notify.router,
+        forge.router,
     ):
         api.include_router(router)
     errors.install(api)

@@ -18,6 +18,7 @@ from backend.cli import (
     config,
     db,
     doctor,
+    forge,
     lineage,
     log,
     monitor,
@@ -67,6 +68,7 @@ COMMANDS: tuple[Register | None, ...] = (
     retrain.register,
     runs.register_reproduce,
     doctor.register,
+    forge.register,
 )
 
 

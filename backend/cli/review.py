@@ -46,6 +46,9 @@ def _print_request(view: ChangeRequestView) -> None:
     print(f"  head {view.head_commit}  approved by {approvers}")
     if view.merged_commit:
         print(f"  merged as {view.merged_commit} by {view.merged_by}")
+    pr = getattr(view, "pull_request", None)  # remote views (the API's) carry none
+    if pr is not None:
+        print(f"  pull request #{pr.number} on {pr.forge}: {pr.label}  {pr.url}")
 
 
 def _print_list(page: Page) -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,6 +50,7 @@ __all__ = [
     "Push",
     "Review",
     "WebhookEvent",
+    "git_auth_env",
     "make_forge",
 ]
 
@@ -86,3 +88,17 @@ def make_forge(
     if not token:
         raise SettingsError(f"LFOPS_FORGE_TOKEN: required when LFOPS_FORGE={kind}", field="LFOPS_FORGE_TOKEN")
     return _CLASSES[kind](url, repo, token, webhook_secret, timeout=timeout, transport=transport)
+
+
+def git_auth_env(kind: str, token: str) -> dict[str, str]:
+    """Variables that make `git push`/`fetch` send the forge token as an HTTP header: the token is never on a command
+    line, in a remote URL or in a git config file."""
+    if kind == "none" or not token:
+        return {}
+    if kind == "github":
+        header = "Authorization: Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    elif kind == "gitlab":
+        header = "Authorization: Basic " + base64.b64encode(f"oauth2:{token}".encode()).decode()
+    else:
+        header = f"Authorization: token {token}"
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": header}

@@ -44,6 +44,7 @@ class PullRequest:
     merged: bool
     merge_commit_sha: str | None  # set only once merged
     mergeable: bool | None  # None: the forge has not computed it (yet)
+    merged_by: str = ""  # forge login of whoever merged it, once merged
 
 
 @dataclass(frozen=True)

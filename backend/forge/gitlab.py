@@ -83,6 +83,7 @@ def merge_request_from_json(data: Mapping[str, Any]) -> PullRequest:
         merged=merged,
         merge_commit_sha=merge_commit,
         mergeable=mergeable,
+        merged_by=str((data.get("merge_user") or data.get("merged_by") or {}).get("username") or "") if merged else "",
     )
 
 

@@ -74,6 +74,7 @@ def pull_request_from_json(data: Mapping[str, Any]) -> PullRequest:
         merged=merged,
         merge_commit_sha=(data.get("merge_commit_sha") or None) if merged else None,
         mergeable=mergeable if isinstance(mergeable, bool) else None,
+        merged_by=login(data.get("merged_by")) if merged else "",
     )
 
 

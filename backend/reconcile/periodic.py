@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from backend.invariants import Finding
@@ -30,9 +31,14 @@ class PeriodicReconcile:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lfops-reconcile", daemon=True)
+        self._forge_due = 0.0  # the forge pass runs every LFOPS_FORGE_RECONCILE_SECONDS (webhooks do the rest)
 
     def run_once(self) -> list[Finding]:
-        findings = reconcile(self.ws, repair=True, families=("change_requests",))
+        families: tuple[str, ...] = ("change_requests",)
+        if time.monotonic() >= self._forge_due:
+            self._forge_due = time.monotonic() + self.ws.settings.forge_reconcile_seconds
+            families = ("pull_requests", *families)
+        findings = reconcile(self.ws, repair=True, families=families)
         for finding in findings:
             (log.info if finding.repaired else log.warning)("reconcile: %s", finding)
         self.check_retrain()

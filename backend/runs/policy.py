@@ -26,7 +26,7 @@ from backend.review_status import ChangeRequestStatus
 from backend.runners.base import Resources
 from backend.runs.queries import COMMIT_RE
 from backend.store import Store
-from backend.store.models import ChangeRequest, Config
+from backend.store.models import ChangeRequest, Config, PullRequest
 
 _CR_RE = re.compile(r"^#?(\d{1,6})$")
 
@@ -104,6 +104,12 @@ class LaunchPolicy:
             if cr.config_path != target.config_path:
                 return f"change request #{cr.id} approved {cr.config_path}, not {target.config_path}"
             if not any(approvals.counts(review, cr) for review in cr.reviews):
+                pr = s.scalar(select(PullRequest).where(PullRequest.change_request_id == cr.id))
+                if pr is not None and pr.approved_at_merge is False:
+                    return (
+                        f"change request #{cr.id}: pull request #{pr.number} was merged on the forge without an "
+                        "approval that counts (by an lfops reviewer other than the author, on its head commit)"
+                    )
                 return f"change request #{cr.id} has no approval for the commit it merged"
         main = self.repo.sync_main()
         if not self.repo.is_ancestor(target.commit, main):

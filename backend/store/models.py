@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from backend.names import BRANCH_MAX, CONFIG_PATH_MAX
@@ -115,20 +116,61 @@ class ChangeRequest(Base):
     author: Mapped[User] = relationship(foreign_keys=[author_id])
     merged_by: Mapped[User | None] = relationship(foreign_keys=[merged_by_id])
     reviews: Mapped[list[Review]] = relationship(back_populates="change_request", order_by="Review.id")
+    pull_request: Mapped[PullRequest | None] = relationship(viewonly=True, uselist=False)
 
 
 class Review(Base):
     __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("change_request_id", "forge_review_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     change_request_id: Mapped[int] = mapped_column(ForeignKey("change_requests.id"), index=True)
-    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # NULL: a forge review by a login that maps to no active lfops user (shown, never counted)
+    reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     decision: Mapped[str] = mapped_column(String(20))  # a ReviewDecision value
     comment: Mapped[str] = mapped_column(Text, default="")
     head_commit: Mapped[str] = mapped_column(String(40))  # an approval counts for this exact head only
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(8), default="lfops", server_default="lfops")  # lfops | forge
+    forge_review_id: Mapped[int | None] = mapped_column(Integer)  # mirrored reviews are upserted by it
+    forge_login: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    # lfops' own decisions: true. A forge review: the forge counts it (not stale) and its login maps to an lfops
+    # user who may decide (backend.forge_sync); backend.approvals counts only official ones.
+    official: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
 
     change_request: Mapped[ChangeRequest] = relationship(back_populates="reviews")
-    reviewer: Mapped[User] = relationship()
+    reviewer: Mapped[User | None] = relationship()
+
+
+class PullRequest(Base):
+    """The pull request on the forge that carries a change request (backend.forge_sync); mirrored, never trusted
+    from a webhook payload: every field is what the forge answered when it was last read."""
+
+    __tablename__ = "pull_requests"
+    __table_args__ = (UniqueConstraint("forge", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_request_id: Mapped[int] = mapped_column(ForeignKey("change_requests.id"), unique=True)
+    forge: Mapped[str] = mapped_column(String(16))
+    number: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(1000), default="")
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | closed | merged
+    head_commit: Mapped[str] = mapped_column(String(40))
+    merge_commit: Mapped[str | None] = mapped_column(String(40), index=True)
+    merged_by: Mapped[str] = mapped_column(String(255), default="", server_default="")  # forge login
+    # once merged: whether an approval counted for the head it merged (false: e.g. an admin merge on the forge)
+    approved_at_merge: Mapped[bool | None]
+    validated_commit: Mapped[str] = mapped_column(String(40), default="", server_default="")  # status posted for
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    change_request: Mapped[ChangeRequest] = relationship()
+
+
+class ForgeDelivery(Base):
+    """Webhook deliveries already handled: a redelivery of the same id is skipped (idempotency)."""
+
+    __tablename__ = "forge_deliveries"
+    delivery: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64), default="")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Config(Base):

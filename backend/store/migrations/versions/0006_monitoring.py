@@ -5,14 +5,14 @@
 - drift_reports: one per checked window: scores, thresholds, whether it drifted and whether a drift was declared.
 
 Revision ID: 0006_monitoring
-Revises: 0004_serving
+Revises: 0005_forge
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0006_monitoring"
-down_revision = "0004_serving"
+down_revision = "0005_forge"
 branch_labels = None
 depends_on = None
 
