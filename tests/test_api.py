@@ -57,6 +57,12 @@ ROUTES = {
     ("put", "/notify/mutes/{kind}"),
     ("delete", "/notify/mutes/{kind}"),
     ("get", "/notify/deliveries"),
+    ("get", "/users"),
+    ("post", "/users"),
+    ("patch", "/users/{name}"),
+    ("post", "/users/{name}/password"),
+    ("delete", "/users/{name}"),
+    ("get", "/audit"),
     ("post", "/forge/webhook"),  # signed by the forge, no bearer token (tests/test_forge_wiring_gitea.py)
 }
 LIST_ROUTES = ["/change-requests", "/runs", "/models", "/tokens"]
