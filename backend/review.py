@@ -62,6 +62,17 @@ class SaveResult:
 
 
 @dataclass(frozen=True)
+class ConfigSource:
+    """A config a form can be filled from: on main, or a change request's head."""
+
+    label: str
+    key: str  # "main:<path>" or "cr:<id>"
+    path: str
+    commit: str
+    change_request: int | None
+
+
+@dataclass(frozen=True)
 class ReviewView:
     reviewer: str
     decision: ReviewDecision
@@ -519,6 +530,43 @@ class ChangeRequests:
             self.repo.fetch()
         raw = self.repo.read(commit, path) if self.repo.has_commit(commit) else None
         return (f"{path} at {commit[:10]}", commit, path, raw) if raw is not None else None
+
+    # ---- configs to start from ----------------------------------------------------------------------------------
+
+    def openable(self, actor: Actor) -> list[ConfigSource]:
+        """The configs a form can be filled from: every config on main, and the head of every request under review."""
+        require(actor, "read")
+        main = self.repo.sync_main()
+        files = self.repo.files(main)
+        sources = [
+            ConfigSource(f"main: {path}", f"main:{path}", path, main, None)
+            for path in sorted(files.list_files("configs"))
+            if path.endswith((".yaml", ".yml"))
+        ]
+        for view in self.list(actor):
+            if view.status.under_review:
+                label = f"#{view.id} {view.config_path} ({view.status.label}, by {view.author}): {view.title}"
+                sources.append(ConfigSource(label, f"cr:{view.id}", view.config_path, view.head_commit, view.id))
+        return sources
+
+    def open_config(self, actor: Actor, key: str) -> tuple[ConfigSource, TrainConfig]:
+        """One of `openable`'s configs, by its key ("main:<path>" or "cr:<id>"), parsed."""
+        require(actor, "read")
+        kind, _, rest = (key or "").partition(":")
+        if kind == "cr" and rest.isdigit():
+            view = self.get(actor, int(rest))
+            source = ConfigSource(f"#{view.id} {view.config_path}", key, view.config_path, view.head_commit, view.id)
+            if not self.repo.has_commit(view.head_commit):
+                self.repo.fetch()
+        elif kind == "main" and rest:
+            main = self.repo.sync_main()
+            source = ConfigSource(f"main: {rest}", key, rest, main, None)
+        else:
+            raise LfopsError(f"config to open: {key!r} is not one of the repository's configs", field="config to open")
+        raw = self.repo.read(source.commit, source.path)
+        if raw is None:
+            raise NotFound(f"config to open: {source.path} is not on {self.repo.main} (any more)")
+        return source, TrainConfig.parse(raw, source.path)
 
     # ---- decisions ----------------------------------------------------------------------------------------------
 
