@@ -3,6 +3,7 @@ over a real workspace (Git remote, SQLite, LlamaBoard's form)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -30,8 +31,8 @@ def opened_form(web, user: str, key: str, **changes) -> tuple[dict, dict]:
     data = lb.form_values(web.board, {"top.lang": "en"})
     data[train.open_choice] = key
     out = train.on_open(data, request_for(user))
-    opened = out[train.opened]
-    assert opened, plain(out[train.open_result])
+    assert train.opened in out, plain(out[train.open_result])
+    opened = json.loads(out[train.opened])
     form = lb.form_values(web.board, {**opened["form"], **changes})
     return form, out
 

@@ -183,6 +183,14 @@ class ReviewedRunner(Runner):
         return out
 
 
+def _user_config_path() -> str:
+    """Replaces common._get_config_path: LlamaBoard's remembered language, hub, last model and model paths are each
+    user's own (one shared file made everyone's page load with the last user's model and its "non-instruct" notice)."""
+    folder = _user_dir(os.path.join(lb_common.DEFAULT_CACHE_DIR, "users"))
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, lb_common.USER_CONFIG)
+
+
 def _list_user_presets(current_time: str) -> gr.Dropdown:
     """Replaces control.list_config_paths: lists only the signed-in user's presets."""
     files = [f"{current_time}.yaml"]
@@ -280,6 +288,7 @@ def build(blocks: gr.Blocks, guard: Guard, extend_train: Callable[[LlamaBoard], 
     `extend_train` adds rows at the end of the Train tab. Call `finish` after the app's own tabs.
     """
     check_version()
+    lb_common._get_config_path = _user_config_path  # read by load_config/save_config wherever they are imported
     engine = Engine(demo_mode=False, pure_chat=False)
     engine.runner = ReviewedRunner(engine.manager)
     engine.chatter = PerUserChat(engine.manager, guard)

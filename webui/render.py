@@ -57,4 +57,6 @@ CSS = """
 .lfops-diff-hunk { color: #6639ba; background: #f6f0ff; }
 .lfops-diff-meta { color: #57606a; font-weight: 600; }
 #lfops-whoami { text-align: right; }
+/* Notices (LlamaBoard's "non-instruct model" among them) at the bottom, not over the tabs and the top buttons. */
+.toast-wrap { top: auto !important; bottom: 16px !important; }
 """

@@ -4,6 +4,7 @@ approved, merged one)."""
 
 from __future__ import annotations
 
+import json
 import posixpath
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,16 @@ def _form_problems(exc: LfopsError) -> list[str]:
     return problems(exc, sentences=True)
 
 
+def _opened(value: str | dict | None) -> dict | None:
+    """The opened config's record (the hidden field's JSON); None when nothing was opened or it is unreadable."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) and {"path", "commit", "yaml", "form"} <= set(value) else None
+
+
 class TrainActions:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -61,8 +72,9 @@ class TrainActions:
                 )
                 self.open_btn = gr.Button("Open", scale=1, elem_id="lfops-open-btn")
             self.open_result = gr.Markdown(elem_id="lfops-open-result")
-        # What was opened: its key, path, commit, text and the form as it was filled (the baseline of the edit).
-        self.opened = gr.State(None)
+        # What was opened, as JSON: its key, path, commit, text and the form as it was filled (the baseline of the
+        # edit). A hidden field rather than a gr.State, so the form's draft keeps it over a reload (webui.places).
+        self.opened = gr.Textbox(visible=False, elem_id="lfops-opened")
         with gr.Group(elem_id="lfops-save"):
             gr.Markdown("### Save to repo — the form becomes a config file on a branch, reviewed before it can run")
             with gr.Row(equal_height=True):
@@ -107,7 +119,11 @@ class TrainActions:
             gr.Markdown("### Launch — train an approved config exactly as it was merged")
             with gr.Row(equal_height=True):
                 self.launch_choice = gr.Dropdown(
-                    label="Approved and merged change request", choices=[], scale=4, elem_id="lfops-launch-choice"
+                    label="Approved and merged change request",
+                    choices=[],
+                    scale=4,
+                    filterable=False,  # filtering by the chosen entry's text hid every other entry
+                    elem_id="lfops-launch-choice",
                 )
                 self.launch_btn = gr.Button("Launch", interactive=False, scale=1, elem_id="lfops-launch-btn")
             profiles = sorted(self.ctx.ws.settings.cluster_profiles)
@@ -270,7 +286,7 @@ class TrainActions:
         opened = {"key": source.key, "path": source.path, "commit": source.commit, "yaml": config.canonical_yaml()}
         opened["form"] = form
         out: dict = {self.board.elem(elem_id): value for elem_id, value in values.items()}
-        out[self.opened] = opened
+        out[self.opened] = json.dumps(opened)
         own = (
             actor is not None
             and source.change_request is not None
@@ -286,10 +302,11 @@ class TrainActions:
         )
         return out
 
-    def on_reopen(self, opened: dict | None) -> list[Any]:
+    def on_reopen(self, opened: str | None) -> list[Any]:
         """The opened values again, over whatever LlamaBoard's model-name change guessed (model path, template)."""
         assert self.board is not None
         form = sorted(self.board.train_inputs, key=lambda c: c._id)
+        opened = _opened(opened)
         if not opened:
             return [gr.update() for _ in form]
         values = opened["form"]
@@ -305,7 +322,7 @@ class TrainActions:
         target = str(data.get(self.target) or "").strip()
         actor = self.ctx.auth.actor(request)
         result, config, notes = self.save(
-            actor, data, name, message, opened=data.get(self.opened), update=int(target) if target else None
+            actor, data, name, message, opened=_opened(data.get(self.opened)), update=int(target) if target else None
         )
         verb = "Updated" if target else "Saved"
         lines = [
