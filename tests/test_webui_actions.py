@@ -236,7 +236,8 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     review.on_approve(cr, "ok", request_for("rita"))
     review.on_merge(cr, "", request_for("rita"))
     choices, button, reason = train.on_offer(None, request_for("alice"))
-    assert choices["value"] == cr and button["interactive"] is True and reason == ""
+    assert cr in [c[1] for c in choices["choices"]] and button["interactive"] is True and reason == ""
+    assert choices["value"] is None  # nothing preselected: the list shows every merged request
     unmerged = cr_id_of(save(web, "alice", "not-reviewed"))
     assert "only merged change requests can be launched" in plain(
         train.on_launch(unmerged, request=request_for("alice"))

@@ -24,6 +24,7 @@ window.lfopsPlace = (key, value) => {
   const url = new URL(window.location.href);
   const now = url.searchParams.get(key);
   const next = value === null || value === undefined || value === "" ? null : String(value);
+  if (next === "0") return window.lfopsPlace(key, null);  // an empty Number field reads 0
   if (now === next) return;
   if (next === null) url.searchParams.delete(key); else url.searchParams.set(key, next);
   if (key === "tab") { url.searchParams.delete("cr"); url.searchParams.delete("run"); }
@@ -52,25 +53,20 @@ class Places:
                 tab.select(None, None, None, js=f"() => window.lfopsPlace('tab', '{tab.id}')")
         review.cr_id.change(None, [review.cr_id], None, js="(n) => window.lfopsPlace('cr', n)")
         runs.run_id.change(None, [runs.run_id], None, js="(n) => window.lfopsPlace('run', n)")
-        open_selected = """(tab, cr, run) => {
-          const click = (id) => setTimeout(() => document.querySelector(id)?.click(), 50);
-          if (cr) click('#lfops-cr-open'); else if (run) click('#lfops-run-show');
-        }"""
         demo.load(
             self.on_place,
             [search],
             [tabs, review.cr_id, runs.run_id, user],
             js="(x) => window.location.search",
             concurrency_limit=None,
-        ).then(None, [search, review.cr_id, runs.run_id], None, js=open_selected).then(
-            self.on_draft, [user, draft], form, js=_READ_DRAFT
-        ).then(self.on_draft, [user, draft], form, js=_READ_DRAFT)  # again: LlamaBoard's model-name change guesses
-        keep = (
-            "(user, ...values) => { if (user) localStorage.setItem('"
-            + DRAFT_KEY
-            + "' + user, "
-            + ("JSON.stringify(values)); }")
-        )
+        ).then(self.on_draft, [user, draft], form, js=_OPEN_SELECTED_AND_READ_DRAFT).then(
+            self.on_draft,
+            [user, draft],
+            form,
+            js=_READ_DRAFT,  # again: after LlamaBoard's model-name guesses
+        ).then(None, None, None, js="() => { window.lfopsDraftReady = true; }")  # (a JS-only step ends a chain)
+        # Kept from then on: the page's own start (LlamaBoard's initial values) must not overwrite the draft first.
+        keep = f"(user, ...values) => {{ if (user && window.lfopsDraftReady) {_WRITE_DRAFT} }}"
         for component in form:
             component.change(None, [user, *form], None, js=keep)
 
@@ -103,6 +99,19 @@ class Places:
         return values
 
 
+# The request or run the URL named is shown by clicking its Open/Show button once its tab is on screen (a table
+# filled while its tab is hidden stays empty), then the draft is read.
+_OPEN_SELECTED_AND_READ_DRAFT = (
+    """(user, d) => {
+  const params = new URLSearchParams(window.location.search);
+  const button = params.get('cr') ? '#lfops-cr-open' : params.get('run') ? '#lfops-run-show' : null;
+  if (button) setTimeout(() => document.querySelector(button)?.click(), 400);
+  return [user, user ? localStorage.getItem('"""
+    + DRAFT_KEY
+    + """' + user) : ''];
+}"""
+)
+_WRITE_DRAFT = "localStorage.setItem('" + DRAFT_KEY + "' + user, JSON.stringify(values));"
 _READ_DRAFT = "(user, d) => [user, user ? localStorage.getItem('" + DRAFT_KEY + "' + user) : '']"
 
 

@@ -74,7 +74,7 @@ class ReviewTab:
             self.header = gr.Markdown(elem_id="lfops-cr-header")
             with gr.Row():
                 with gr.Column(scale=1):
-                    self.params_title = gr.Markdown("#### Hyperparameters")
+                    self.params_title = gr.Markdown("#### Hyperparameters", elem_id="lfops-cr-params-title")
                     with gr.Row():
                         self.show_all = gr.Checkbox(label="show unchanged parameters", value=False)
                         self.defaults = gr.Checkbox(

@@ -104,7 +104,7 @@ class TrainActions:
             api_name="open_from_repo",
         ).then(self.on_reopen, [self.opened], form)  # after LlamaBoard's own model-name change filled in its guesses
         choosers = [self.open_choice, self.target]
-        openable = dict(fn=self.on_openable, inputs=choosers, outputs=choosers)
+        openable = dict(fn=self.on_openable, inputs=None, outputs=choosers)
         self.ctx.on_tab_load(**openable)
         self.open_choice.focus(**openable)
         self.target.focus(**openable)
@@ -178,7 +178,7 @@ class TrainActions:
         """What this user may launch: merged change requests; the button stays off, with the reason, otherwise."""
         choices, reason = self._offer(request)
         ids = [c[1] for c in choices]
-        value = current if current in ids else (ids[0] if ids else None)
+        value = current if current in ids else None  # preselecting one made the list show only that one
         return (
             gr.update(choices=choices, value=value),
             gr.update(interactive=not reason),
@@ -250,17 +250,13 @@ class TrainActions:
     # ---- Open from repo -----------------------------------------------------------------------------------------
 
     @shows_errors(as_warning(gr.update(), gr.update()))
-    def on_openable(self, current: str | None, target: str | None, request: gr.Request) -> tuple[Any, Any]:
+    def on_openable(self, request: gr.Request) -> tuple[Any, Any]:
         """The configs this user can open, and the change requests of theirs that a save can revise."""
         actor = self.ctx.auth.actor(request)
         sources = self.ctx.ws.changes.openable(actor) if actor else []
-        keys = [s.key for s in sources]
         own = [] if actor is None else self._own_requests(actor)
-        targets = [(NEW_REQUEST, "")] + own
-        return (
-            gr.update(choices=[(s.label, s.key) for s in sources], value=current if current in keys else None),
-            gr.update(choices=targets, value=target if target in [t[1] for t in targets] else ""),
-        )
+        # Choices only: this runs on focus, and setting the value too would race the user's pick of an option.
+        return gr.update(choices=[(s.label, s.key) for s in sources]), gr.update(choices=[(NEW_REQUEST, ""), *own])
 
     def _own_requests(self, actor: Actor) -> list[tuple[str, str]]:
         views = self.ctx.ws.changes.list(actor, author=actor.name)
@@ -278,13 +274,12 @@ class TrainActions:
             raise invalid("config to open", "choose one from the list")
         source, config = self.ctx.ws.changes.open_config(actor, str(key))
         values = lb.form_from_args(config.args)
-        if not data.get(self.board.elem("top.model_name")):
-            values["top.model_name"] = "Custom"  # LlamaBoard needs a model name; the path is what the config has
         if not data.get(self.board.elem("train.output_dir")):  # LlamaBoard needs one; the config keeps its own
             values["train.output_dir"] = posixpath.splitext(posixpath.basename(source.path))[0]
         form = {**lb.form_ids(self.board, data), **values}
         opened = {"key": source.key, "path": source.path, "commit": source.commit, "yaml": config.canonical_yaml()}
         opened["form"] = form
+        opened["filled"] = sorted(values)  # the fields Open set (on_reopen sets only those again)
         out: dict = {self.board.elem(elem_id): value for elem_id, value in values.items()}
         out[self.opened] = json.dumps(opened)
         own = (
@@ -309,8 +304,8 @@ class TrainActions:
         opened = _opened(opened)
         if not opened:
             return [gr.update() for _ in form]
-        values = opened["form"]
-        manager = self.board.engine.manager
+        values = {k: v for k, v in opened["form"].items() if k in opened.get("filled", ())}
+        manager = self.board.engine.manager  # setting a field to what it has still fires its change (model name!)
         return [values.get(manager.get_id_by_elem(elem), gr.update()) for elem in form]
 
     # ---- Save ---------------------------------------------------------------------------------------------------
@@ -358,6 +353,13 @@ class TrainActions:
         if not message:
             raise invalid("message", "say what changes and why")
         if opened:
+            # LlamaBoard wants a model name; an opened config names its model by path. (Setting the name in the form
+            # would fire LlamaBoard's own name change, which replaces the path with its guess.)
+            model_name = self.board.elem("top.model_name")
+            data = {**data, model_name: data.get(model_name) or "Custom"}
+            opened = {**opened, "form": {"top.model_name": "Custom", **opened["form"]}}
+            if not opened["form"]["top.model_name"]:
+                opened["form"]["top.model_name"] = "Custom"
             base = TrainConfig.parse(opened["yaml"], opened["path"])
             converted = lb.edited_args(self.board, opened["form"], data, base.args, name, self.ctx.workdir.root)
             metadata = {**base.metadata, "derived_from": opened["path"], "derived_from_commit": opened["commit"]}
