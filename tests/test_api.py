@@ -29,6 +29,7 @@ ROUTES = {
     ("get", "/change-requests"),
     ("post", "/change-requests"),
     ("get", "/change-requests/{cr_id}"),
+    ("post", "/change-requests/{cr_id}/revisions"),
     ("post", "/change-requests/{cr_id}/approve"),
     ("post", "/change-requests/{cr_id}/request-changes"),
     ("post", "/change-requests/{cr_id}/merge"),

@@ -200,7 +200,7 @@ def test_review_shows_the_changes_and_the_backend_decides_who_may_act(web):
     rows = review.on_list("merged", "alice", request_for("alice"))
     assert [r[0] for r in rows if r[0] == cr] == [cr]
     assert review.on_list("open", "nobody", request_for("alice")) == []
-    _h, _t, _p, _d, _v, reviews = review.on_show(cr, False, request_for("alice"))
+    reviews = review.on_show(cr, False, False, request_for("alice"))[8]
     assert "**rita** approved" in reviews and "LR and rank look right" in plain(reviews)
     with web.env.ws.store.session() as s:
         actions = s.scalars(select(AuditEvent.action).where(AuditEvent.subject == f"change_request:{cr}")).all()

@@ -54,7 +54,7 @@ def cr_of(text: str) -> int:
 
 def test_a_one_value_change_from_an_opened_config_shows_one_changed_row(web):
     train, review = web.app.train, web.app.review
-    choices, _targets = train.on_openable(None, None, request_for("alice"))
+    choices, _targets = train.on_openable(request_for("alice"))
     assert ("main: configs/example.yaml", "main:configs/example.yaml") in choices["choices"]
     form, out = opened_form(web, "alice", "main:configs/example.yaml", **{"train.learning_rate": "2e-4"})
     assert "Opened `configs/example.yaml`" in plain(out[train.open_result])
@@ -78,7 +78,7 @@ def test_update_change_request_from_its_own_head_after_changes_were_requested(we
     cr = cr_of(save_form(web, "alice", form, out[train.opened], "example-rank", "rank 16"))
     assert "sent back" in plain(review.on_request_changes(cr, "and 3 epochs", request_for("rita")))
 
-    _choices, targets = train.on_openable(None, None, request_for("alice"))
+    _choices, targets = train.on_openable(request_for("alice"))
     assert (f"update change request #{cr} (configs/example-rank.yaml)", str(cr)) in targets["choices"]
     form, out = opened_form(web, "alice", f"cr:{cr}", **{"train.num_train_epochs": "3"})
     assert out[train.target]["value"] == str(cr)  # her own request under review: Save revises it
