@@ -88,8 +88,10 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     a.fill(train.get_by_label("Learning rate"), lr)
     a.fill(page.locator("#lfops-config-name textarea"), name)
     a.fill(page.locator("#lfops-config-message textarea"), f"learning rate {lr}")
-    a.click(page.locator("#lfops-save-btn"))
     result = page.locator("#lfops-save-result")
+    before = result.inner_text()  # the last walk's answer is still there until this save answers
+    a.click(page.locator("#lfops-save-btn"))
+    expect(result).not_to_have_text(before, timeout=WAIT)
     expect(result).to_contain_text("Saved: change request #", timeout=WAIT)
     cr = int(re.search(r"change request #(\d+)", result.inner_text()).group(1))
     # the reviewer opens the request from the link in chat (the same in both walks: what differs is the analyst's)
@@ -102,8 +104,10 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     expect(reviewer.locator("#lfops-review-result")).to_contain_text(f"#{cr} merged", timeout=WAIT)
     # the analyst launches it and watches the curve
     a.choose("#lfops-launch-choice", f"#{cr} ")
-    a.click(page.locator("#lfops-launch-btn"))
     launched = page.locator("#lfops-launch-result")
+    before = launched.inner_text()
+    a.click(page.locator("#lfops-launch-btn"))
+    expect(launched).not_to_have_text(before, timeout=WAIT)
     expect(launched).to_contain_text("Run #", timeout=WAIT)
     run = int(re.search(r"Run #(\d+)", launched.inner_text()).group(1))
     a.click(page.get_by_role("tab", name="Runs & lineage"))
