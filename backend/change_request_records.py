@@ -13,7 +13,7 @@ from backend import audit
 from backend.config import TrainConfig
 from backend.config_rows import record_config
 from backend.errors import Conflict
-from backend.review_status import ChangeRequestStatus
+from backend.review_status import UNDER_REVIEW, ChangeRequestStatus
 from backend.store.models import ChangeRequest, utcnow
 
 
@@ -82,4 +82,53 @@ def record_merge(
     s.refresh(cr)
     record_config(s, merge, cr.config_path, merged_cfg, dataset_version, cr_id)
     audit.record(s, by, "review.merge", f"change_request:{cr_id}", merge_commit=merge, approvers=approvers, **detail)
+    return True
+
+
+def record_update(
+    s: Session,
+    cr_id: int,
+    old_head: str,
+    commit: str,
+    config: TrainConfig,
+    config_hash: str,
+    dataset_version: str,
+    by: str,
+    **detail: Any,
+) -> bool:
+    """Update steps after origin's branch holds `commit` (also the reconcile's adoption of an update that stopped after
+    its push): the request's head moves from `old_head` to `commit` and it is open again (an approval counts only for
+    the head it was given on), recorded and audited once. False when the head was not `old_head` any more, or the
+    request left review meanwhile (whichever came first recorded it, or a decision was taken)."""
+    moved = s.execute(
+        update(ChangeRequest)
+        .where(
+            ChangeRequest.id == cr_id,
+            ChangeRequest.head_commit == old_head,
+            ChangeRequest.status.in_(UNDER_REVIEW),
+        )
+        .values(
+            head_commit=commit,
+            config_hash=config_hash,
+            dataset_version=dataset_version,
+            status=ChangeRequestStatus.OPEN,
+            updated_at=utcnow(),
+        )
+    )
+    if moved.rowcount != 1:
+        return False
+    cr = s.get(ChangeRequest, cr_id)
+    s.refresh(cr)
+    record_config(s, commit, cr.config_path, config, dataset_version, cr_id, config_hash)
+    audit.record(
+        s,
+        by,
+        "config.update",
+        f"change_request:{cr_id}",
+        branch=cr.branch,
+        previous=old_head,
+        commit=commit,
+        config_hash=config_hash,
+        **detail,
+    )
     return True

@@ -19,8 +19,12 @@ Repairs, and why:
   main, the saver exists and may save). Adopting keeps what the user asked for under the number its commit already
   carries, and makes the same save retried succeed instead of failing on "branch already exists" forever; removing
   it would throw away a validated change whose author was told about it (or was about to be).
+- A request's branch one commit ahead of its head, where that commit is an lfops update of it (its trailers name the
+  request, its parent is the head, it changes only the request's file, validates, hashes as claimed, and its saver is
+  the author), is an update that stopped after its push: it is RECORDED as the request's new head (open again).
 - A branch left behind by a closed or merged request (close or merge stopped before deleting it) is REMOVED, only
-  while it still points at that request's head: the decision about it was taken already.
+  while it still points at that request's head, or at an lfops update of that head that raced the decision: the
+  decision about it was taken already.
 - Any other branch (no lfops trailers, or trailers the database or the commit contradict) is reported and LEFT
   ALONE: it is not lfops' to delete. Save it through lfops, or delete it by hand.
 - A request Git shows merged is marked merged (a crashed merge, or a close that raced a merge); one whose branch is
@@ -44,7 +48,7 @@ from sqlalchemy import delete, select, text, update
 from backend import audit, provenance
 from backend import config as cfgmod
 from backend.auth import Actor
-from backend.change_request_records import open_saved, record_merge
+from backend.change_request_records import open_saved, record_merge, record_update
 from backend.config import TrainConfig
 from backend.config_rows import record_config
 from backend.errors import LfopsError, ValidationFailed
@@ -154,6 +158,16 @@ class Reconciler:
                 return False
         return True
 
+    def settle_update(self, cr_id: int) -> None:
+        """Repair one request's branch now (an update found it moved): record an interrupted update of it."""
+        row = self._rows(cr_id).get(cr_id)
+        if row is None or row.status not in UNDER_REVIEW:
+            return
+        self.repo.fetch()
+        sha = self.repo.branches().get(row.branch)
+        if sha is not None and sha != row.head:
+            self._adopt_update(row, self._commit(sha), repair=True)
+
     # ---- one request --------------------------------------------------------------------------------------------
 
     def _check_row(
@@ -193,6 +207,9 @@ class Reconciler:
             return self._close_orphan(row, main, repair)
         owned.add(row.branch)
         if sha != row.head:
+            commit = self._commit(sha)
+            if self._updates(row, commit):
+                return self._adopt_update(row, commit, repair)
             return Finding(
                 BRANCH_DIFFERS,
                 f"branch {row.branch}",
@@ -212,6 +229,50 @@ class Reconciler:
             return finding
         with self.store.session() as s:
             open_saved(s, row.id, row.head, ACTOR, recovered="the save stopped after its push")
+        return _repaired(finding)
+
+    @staticmethod
+    def _updates(row: _Row, commit: _Commit) -> bool:
+        """`commit` claims to be an lfops update of `row`: it names the request and sits right on its head."""
+        return commit.claims.change_request() == row.id and commit.parents == [row.head]
+
+    def _adopt_update(self, row: _Row, commit: _Commit, repair: bool) -> Finding:
+        subject = f"branch {row.branch}"
+        try:
+            author, path, config, config_hash, dataset_version, _message = self._vouch(
+                row.branch, commit, parent_head=row.head
+            )
+            with self.store.session() as s:
+                cr = s.get(ChangeRequest, row.id)
+                if path != cr.config_path or author.id != cr.author_id:
+                    raise LfopsError(f"it is not change request #{row.id}'s file or not its author's")
+        except LfopsError as exc:
+            return Finding(
+                BRANCH_DIFFERS,
+                subject,
+                f"points at {commit.sha[:12]}, one commit past change request #{row.id}'s head, but {exc}",
+                "none: left alone",
+            )
+        finding = Finding(
+            BRANCH_DIFFERS,
+            subject,
+            f"its update of change request #{row.id} stopped after the push",
+            f"record {commit.sha[:12]} as change request #{row.id}'s head",
+        )
+        if not repair:
+            return finding
+        with self.store.session() as s:
+            record_update(
+                s,
+                row.id,
+                row.head,
+                commit.sha,
+                config,
+                config_hash,
+                dataset_version,
+                ACTOR,
+                recovered="the update stopped after its push",
+            )
         return _repaired(finding)
 
     def _drop_saving(self, row: _Row, repair: bool) -> Finding:
@@ -314,7 +375,8 @@ class Reconciler:
         commit = self._commit(sha)
         number = commit.claims.change_request()
         row = rows.get(number) if number is not None else None
-        if row is not None and row.head == sha and row.branch == branch:
+        decided = row is not None and row.status in (ChangeRequestStatus.MERGED, ChangeRequestStatus.CLOSED)
+        if row is not None and row.branch == branch and (row.head == sha or decided and self._updates(row, commit)):
             if row.status in UNDER_REVIEW or row.status == ChangeRequestStatus.SAVING:
                 return None  # its request's pass covers it
             finding = Finding(
@@ -384,8 +446,11 @@ class Reconciler:
             open_saved(s, number, commit.sha, ACTOR, recovered="re-created from the branch's trailers")
         return _repaired(finding)
 
-    def _vouch(self, branch: str, commit: _Commit) -> tuple[Actor, str, TrainConfig, str, str, str]:
-        """What lfops needs to re-create a save from its commit, each claim checked; LfopsError says which failed."""
+    def _vouch(
+        self, branch: str, commit: _Commit, parent_head: str | None = None
+    ) -> tuple[Actor, str, TrainConfig, str, str, str]:
+        """What lfops needs to re-create a save (or, on `parent_head`, record an update) from its commit, each claim
+        checked; LfopsError says which failed."""
         claims = commit.claims
         path, claimed_hash, saver = (
             claims.one(provenance.CONFIG_PATH),
@@ -401,7 +466,10 @@ class Reconciler:
         if author is None or not author.can("config.save"):
             raise LfopsError(f"{provenance.SAVED_BY} {saver!r} is not a user who may save")
         parent = commit.parents[0]
-        if not self.repo.is_ancestor(parent, f"refs/remotes/origin/{self.repo.main}"):
+        if parent_head is not None:
+            if parent != parent_head:
+                raise LfopsError(f"its parent {parent[:12]} is not the request's head")
+        elif not self.repo.is_ancestor(parent, f"refs/remotes/origin/{self.repo.main}"):
             raise LfopsError(f"its parent {parent[:12]} is not on main")
         changed = self.repo.git("diff", "--name-only", "--no-renames", parent, commit.sha).split()
         if changed != [path]:

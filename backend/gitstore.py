@@ -301,6 +301,11 @@ class GitStore:
         """The change `head` makes to `path` since its merge base with `base` (what a reviewer reads)."""
         return self.git("diff", "--no-color", "--no-ext-diff", f"{base}...{head}", "--", path)
 
+    def diff_files(self, base: str, base_path: str, head: str, head_path: str) -> str:
+        """The change from one file at one commit to another file at another (a config opened from another one)."""
+        out = self.git("diff", "--no-color", "--no-ext-diff", f"{base}:{base_path}", f"{head}:{head_path}")
+        return out.replace(f"a/{base}:{base_path}", f"a/{base_path}").replace(f"b/{head}:{head_path}", f"b/{head_path}")
+
     def log(self, ref: str, path: str | None = None, limit: int | None = 50, merges_only: bool = False) -> list[dict]:
         """Commits of `ref` (newest first) with their parents and trailers, as Git itself finds the trailer block;
         `merges_only`: the merges on `ref`'s first-parent line (what lfops' merges into main are)."""

@@ -17,13 +17,14 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend import approvals
 from backend.errors import GitFailure, LfopsError
 from backend.gitstore import parse_trailers
 from backend.names import ID_MAX
-from backend.store.models import ChangeRequest, User
+from backend.store.models import ChangeRequest, Config, User
 
 # The trailer keys lfops writes, in the order it writes them.
 CHANGE_REQUEST = "Change-Request"
@@ -159,7 +160,24 @@ def verify(s: Session, commit: str, parents: list[str], trailers: dict[str, list
         return [f"{CHANGE_REQUEST}: #{number} does not exist in the database"]
     if len(parents) >= 2:
         return merge_mismatches(s, cr, commit, parents, claims, recorded=True)
+    if commit != cr.head_commit:
+        earlier = s.scalar(
+            select(Config.config_hash).where(
+                Config.commit == commit, Config.path == cr.config_path, Config.change_request_id == cr.id
+            )
+        )
+        if earlier is not None:  # an earlier revision of the request (an update followed it)
+            return revision_mismatches(cr, claims, earlier)
     return save_mismatches(cr, commit, claims)
+
+
+def revision_mismatches(cr: ChangeRequest, claims: Claims, config_hash: str) -> list[str]:
+    """An earlier revision's claims against what was recorded for it and its request."""
+    problems = _field_mismatches(cr, claims, (CONFIG_HASH, config_hash), (CONFIG_PATH, cr.config_path))
+    saver = claims.person(SAVED_BY)
+    if SAVED_BY in claims.values and saver != cr.author.name:
+        problems.append(f"{SAVED_BY}: says {saver}, the database says {cr.author.name}")
+    return problems
 
 
 def head_mismatches(cr: ChangeRequest, commit: str, trailers: dict[str, list[str]]) -> list[str]:

@@ -4,7 +4,11 @@ The policy lives here: only reviewers and admins decide and merge, nobody decide
 needs an approval that counts (given on the head commit, not by the author: backend/approvals.py) and a config that
 validates in the merged tree.
 
-Git is the truth. Save, merge and close are sequences of steps (`SAVE_STEPS`, `MERGE_STEPS`, `CLOSE_STEPS`, each a
+A request under review is revised by its author (`update`): a new commit on its branch, the same request, the review
+history kept; the new head needs a new approval (approvals bind to a head) and the request is open again.
+
+Git is the truth. Save, update, merge and close are sequences of steps (`SAVE_STEPS`, `UPDATE_STEPS`, `MERGE_STEPS`,
+`CLOSE_STEPS`, each a
 crash point: backend.failpoints) ordered so that a crash between any two leaves a state that the reconcile
 (backend.change_request_repair) completes, and so that the operation's own last steps are idempotent with
 the reconcile's completion of them (either may finish first). No database transaction is open across a push.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,7 +31,7 @@ from sqlalchemy.orm import Session
 from backend import approvals, audit, provenance
 from backend import config as cfgmod
 from backend.auth import Actor, require
-from backend.change_request_records import open_saved, record_merge
+from backend.change_request_records import open_saved, record_merge, record_update
 from backend.config import TrainConfig
 from backend.config_rows import record_config
 from backend.errors import Conflict, LfopsError, NotFound, PermissionDenied, Problem, ValidationFailed
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 # The step boundaries of each operation, in order: where the crash-injection test and bench kill it.
 SAVE_STEPS = ("save.reserved", "save.pushed", "save.opened")
+UPDATE_STEPS = ("update.built", "update.pushed", "update.recorded")
 MERGE_STEPS = ("merge.built", "merge.pushed", "merge.recorded")
 CLOSE_STEPS = ("close.recorded",)
 # A merge that keeps losing the race for main gives up after this many tries (jittered, growing pauses between).
@@ -60,6 +66,17 @@ class SaveResult:
     dataset_version: str
     warnings: list[str] = field(default_factory=list)
     preflight: list[str] = field(default_factory=list)  # a note, not a refusal: which launch targets can run it
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """A config a form can be filled from: on main, or a change request's head."""
+
+    label: str
+    key: str  # "main:<path>" or "cr:<id>"
+    path: str
+    commit: str
+    change_request: int | None
 
 
 @dataclass(frozen=True)
@@ -132,10 +149,16 @@ class ChangeRequestDetail:
     request: ChangeRequestView
     yaml_diff: str
     params: list[ParamRow]
-    baseline: str  # what `before` means: "main" or "LLaMA-Factory default"
+    baseline: str  # what `before` means: "main", "<path> at <commit>" (derived from) or "LLaMA-Factory default"
     validation: list[str]
     yaml: str
     preflight: list[str] = field(default_factory=list)  # which launch targets can run the head's config
+    # A revised request: the head its last review was given on (None: reviewed on this head, or not yet), and what
+    # changed since then (diff and table).
+    last_reviewed_commit: str | None = None
+    review_diff: str = ""
+    review_params: list[ParamRow] = field(default_factory=list)
+    derived_from: str = ""  # "path at commit" when the baseline is the config it was opened from
 
 
 def pull_request_view(row: PullRequest) -> PullRequestView:
@@ -427,6 +450,110 @@ class ChangeRequests:
             "choose another name"
         )
 
+    # ---- update -------------------------------------------------------------------------------------------------
+
+    def update(self, actor: Actor, cr_id: int, config: TrainConfig | bytes | str, message: str) -> SaveResult:
+        """A new revision of change request `cr_id`: the config committed on top of its head, on its branch.
+
+        Only its author may, and only while it is under review (open, changes requested or approved). The request
+        keeps its number and its review history; it is open again, and the approvals given on the old head no longer
+        count. Steps (UPDATE_STEPS), no database transaction across the push:
+        1. build the commit locally (its trailers name the request), nothing recorded;
+        2. push it to the branch, only if the branch is still at the head the database has;
+        3. record: head -> the new commit, status open, audited.
+        A crash after 2 leaves a branch one lfops commit ahead of its request: the reconcile (or this update retried)
+        records it (backend.change_request_repair). The same update again returns what it recorded.
+        """
+        require(actor, "config.save")
+        refuse_secrets({"message": message})
+        message = provenance.check_user_text((message or "").strip(), "message")
+        if not message:
+            raise LfopsError("message: say what this revision changes", field="message")
+        with self.store.session() as s:
+            cr = _get(s, cr_id)
+            if cr.author_id != actor.id:
+                raise PermissionDenied(
+                    f"only {cr.author.name}, its author, can update change request #{cr.id} "
+                    "(save your own change as a new change request)"
+                )
+            status = ChangeRequestStatus(cr.status)
+            if not status.under_review:
+                raise Conflict(f"change request #{cr.id} is {status.label}; it can no longer be updated")
+            head, path, branch = cr.head_commit, cr.config_path, cr.branch
+        if isinstance(config, (bytes, str)):
+            config = TrainConfig.parse(config, path)
+        if not self.repo.has_commit(head):
+            self.repo.fetch()
+        config = _keep_derivation(config, self.repo.read(head, path), path)
+        self.store.check()
+        if not self.repo.has_commit(head):
+            self.repo.fetch()
+        report, dataset_version = config.validate(self.repo.files(head))  # the tree the new commit carries
+        if not report.ok:
+            raise ValidationFailed(report.problems, path)
+        frozen = config.frozen()
+        warnings = [str(w) for w in report.warnings]
+        if (self.repo.read(head, path) or b"").decode() == frozen.canonical_yaml:
+            with self.store.session() as s:  # e.g. retried after a crash that came after the update was recorded
+                return replace(
+                    _result(_get(s, cr_id)), warnings=[*warnings, "the head already has exactly this config"]
+                )
+        text = provenance.commit_message(
+            message,
+            Config_Hash=frozen.config_hash,
+            Dataset_Version=dataset_version,
+            Base_Model=config.base_model,
+            Change_Request=str(cr_id),
+            Config_Path=path,
+            Saved_by=f"{actor.name} <{actor.email}>",
+        )
+        commit = self.repo.commit_file(head, path, frozen.canonical_yaml, text, Identity(actor.name, actor.email))
+        crash_point("update.built")
+        try:
+            self.repo.push(commit, branch, expect=head)
+        except LostRace:
+            from backend.change_request_repair import Reconciler  # it completes interrupted updates
+
+            Reconciler(self.store, self.repo).settle_update(cr_id)
+            with self.store.session() as s:
+                now = _get(s, cr_id)
+                if now.head_commit != head and now.config_hash == frozen.config_hash:
+                    return replace(_result(now), warnings=warnings)  # an interrupted try of this same update
+            raise Conflict(
+                f"change request #{cr_id} changed while this update was prepared; open its head again and redo "
+                "the change"
+            ) from None
+        crash_point("update.pushed")
+        with self.store.session() as s:
+            recorded = record_update(s, cr_id, head, commit, config, frozen.config_hash, dataset_version, actor.name)
+            now = _get(s, cr_id)
+            final = not ChangeRequestStatus(now.status).under_review
+        if not recorded and now.head_commit != commit:
+            if final:  # merged or closed while this update was pushed: the pushed commit is not part of it
+                try:
+                    self.repo.delete_branch(branch, commit)
+                except LfopsError:
+                    pass  # the reconcile deletes a decided request's leftover revision
+            raise Conflict(
+                f"change request #{cr_id} was {now.status} while this update was pushed; the update is not part of it"
+            )
+        crash_point("update.recorded")
+        self._pushed(cr_id)
+        return SaveResult(cr_id, branch, commit, path, frozen.config_hash, dataset_version, warnings)
+
+    def _pushed(self, cr_id: int) -> None:
+        """After a change request's branch got a new head and the database records it (save or update).
+
+        With a forge the pull request follows the branch by itself; publishing again refreshes its body (the table)
+        and posts the validation status on the new head. A forge that is down then leaves that to the reconcile:
+        the revision itself is recorded and stands."""
+        if self.forge is None:
+            return
+        try:
+            self.forge.publish(cr_id)
+        except LfopsError as exc:
+            log.warning("pull request of change request #%s not refreshed (the reconcile retries): %s", cr_id, exc)
+
     # ---- reading ------------------------------------------------------------------------------------------------
 
     def list(
@@ -456,29 +583,110 @@ class ChangeRequests:
         with self.store.session() as s:
             return _view(_get(s, cr_id))
 
-    def show(self, actor: Actor, cr_id: int) -> ChangeRequestDetail:
+    def show(self, actor: Actor, cr_id: int, against_defaults: bool = False) -> ChangeRequestDetail:
+        """The request with its diff and hyperparameter table against its baseline: main's version of the file; for a
+        file new on main, the config it was derived from (its `lfops:` block names it), else LLaMA-Factory's defaults
+        (also on request: `against_defaults`). A revised request also shows what changed since its last review."""
         view = self.get(actor, cr_id)
         if view.status != ChangeRequestStatus.MERGED:
             main = self.repo.sync_main()
         else:
             main = f"{view.merged_commit}^1"
+        if not self.repo.has_commit(view.head_commit):
+            self.repo.fetch()
         head_yaml = self.repo.read(view.head_commit, view.config_path) or b""
         head_cfg = TrainConfig.parse(head_yaml, view.config_path)
-        main_yaml = self.repo.read(main, view.config_path)
-        before = TrainConfig.parse(main_yaml, view.config_path).normalised_args() if main_yaml else None
-        rows, baseline = param_table(before, head_cfg.normalised_args())
+        after = head_cfg.normalised_args()
+        base = self._baseline(view, head_cfg, main)
+        if against_defaults or base is None:
+            rows, baseline = param_table(None, after)
+            diff = self.repo.diff(main, view.head_commit, view.config_path)
+        else:
+            label, commit, path, before_yaml = base
+            rows, _ = param_table(TrainConfig.parse(before_yaml, path).normalised_args(), after)
+            baseline = label
+            diff = (
+                self.repo.diff(main, view.head_commit, view.config_path)
+                if path == view.config_path and commit == main
+                else self.repo.diff_files(commit, path, view.head_commit, view.config_path)
+            )
         report, _ = head_cfg.validate(self.repo.files(view.head_commit))
         validation = [f"{p.severity}: {p}" for p in report.problems] or ["ok: the config validates"]
         notes = self._preflight_notes(head_cfg, self.repo.files(view.head_commit)) if report.ok else []
+        reviewed = next((r.head_commit for r in reversed(view.reviews)), None)
+        since_review: list[ParamRow] = []
+        review_diff = ""
+        if reviewed and reviewed != view.head_commit and self.repo.has_commit(reviewed):
+            then = self.repo.read(reviewed, view.config_path)
+            if then is not None:
+                since_review, _ = param_table(TrainConfig.parse(then, view.config_path).normalised_args(), after)
+                review_diff = self.repo.diff(reviewed, view.head_commit, view.config_path)
         return ChangeRequestDetail(
             request=view,
-            yaml_diff=self.repo.diff(main, view.head_commit, view.config_path),
+            yaml_diff=diff,
             params=rows,
             baseline=baseline,
             validation=validation,
             yaml=head_yaml.decode(),
             preflight=notes,
+            last_reviewed_commit=reviewed if reviewed != view.head_commit else None,
+            review_diff=review_diff,
+            review_params=since_review,
+            derived_from=base[0] if base and base[0] != "main" else "",
         )
+
+    def _baseline(
+        self, view: ChangeRequestView, head_cfg: TrainConfig, main: str
+    ) -> tuple[str, str, str, bytes] | None:
+        """(label, commit, path, YAML) of what the request's config is compared with; None: LLaMA-Factory's defaults."""
+        on_main = self.repo.read(main, view.config_path)
+        if on_main is not None:
+            return "main", main, view.config_path, on_main
+        path = head_cfg.metadata.get(DERIVED_FROM)
+        commit = str(head_cfg.metadata.get(DERIVED_FROM_COMMIT) or "")
+        if not isinstance(path, str) or not path or not _SHA.fullmatch(commit):
+            return None
+        if not self.repo.has_commit(commit):
+            self.repo.fetch()
+        raw = self.repo.read(commit, path) if self.repo.has_commit(commit) else None
+        return (f"{path} at {commit[:10]}", commit, path, raw) if raw is not None else None
+
+    # ---- configs to start from ----------------------------------------------------------------------------------
+
+    def openable(self, actor: Actor) -> list[ConfigSource]:
+        """The configs a form can be filled from: every config on main, and the head of every request under review."""
+        require(actor, "read")
+        main = self.repo.sync_main()
+        files = self.repo.files(main)
+        sources = [
+            ConfigSource(f"main: {path}", f"main:{path}", path, main, None)
+            for path in sorted(files.list_files("configs"))
+            if path.endswith((".yaml", ".yml"))
+        ]
+        for view in self.list(actor):
+            if view.status.under_review:
+                label = f"#{view.id} {view.config_path} ({view.status.label}, by {view.author}): {view.title}"
+                sources.append(ConfigSource(label, f"cr:{view.id}", view.config_path, view.head_commit, view.id))
+        return sources
+
+    def open_config(self, actor: Actor, key: str) -> tuple[ConfigSource, TrainConfig]:
+        """One of `openable`'s configs, by its key ("main:<path>" or "cr:<id>"), parsed."""
+        require(actor, "read")
+        kind, _, rest = (key or "").partition(":")
+        if kind == "cr" and rest.isdigit():
+            view = self.get(actor, int(rest))
+            source = ConfigSource(f"#{view.id} {view.config_path}", key, view.config_path, view.head_commit, view.id)
+            if not self.repo.has_commit(view.head_commit):
+                self.repo.fetch()
+        elif kind == "main" and rest:
+            main = self.repo.sync_main()
+            source = ConfigSource(f"main: {rest}", key, rest, main, None)
+        else:
+            raise LfopsError(f"config to open: {key!r} is not one of the repository's configs", field="config to open")
+        raw = self.repo.read(source.commit, source.path)
+        if raw is None:
+            raise NotFound(f"config to open: {source.path} is not on {self.repo.main} (any more)")
+        return source, TrainConfig.parse(raw, source.path)
 
     # ---- decisions ----------------------------------------------------------------------------------------------
 
@@ -644,6 +852,23 @@ class ChangeRequests:
             )
 
 
+DERIVED_FROM = "derived_from"  # the `lfops:` keys naming the config a new one was opened from (path, commit)
+DERIVED_FROM_COMMIT = "derived_from_commit"
+
+
+def _keep_derivation(config: TrainConfig, head_yaml: bytes | None, path: str) -> TrainConfig:
+    """A revision keeps what its request's config was derived from: opened from the request's own head, the form
+    would otherwise name the request's own file as its base."""
+    if config.metadata.get(DERIVED_FROM) not in (None, path):
+        return config
+    metadata = {k: v for k, v in config.metadata.items() if k not in (DERIVED_FROM, DERIVED_FROM_COMMIT)}
+    if head_yaml:
+        before = TrainConfig.parse(head_yaml, path).metadata
+        metadata.update({k: before[k] for k in (DERIVED_FROM, DERIVED_FROM_COMMIT) if k in before})
+    return replace(config, metadata=metadata)
+
+
+_SHA = re.compile(r"[0-9a-f]{40}")
 _NO_COMMIT = "0" * 40  # a reserved row's head until its commit is written, in the same transaction
 
 

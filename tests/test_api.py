@@ -29,6 +29,7 @@ ROUTES = {
     ("get", "/change-requests"),
     ("post", "/change-requests"),
     ("get", "/change-requests/{cr_id}"),
+    ("post", "/change-requests/{cr_id}/revisions"),
     ("post", "/change-requests/{cr_id}/approve"),
     ("post", "/change-requests/{cr_id}/request-changes"),
     ("post", "/change-requests/{cr_id}/merge"),
@@ -472,3 +473,17 @@ def test_the_api_and_tokens_on_sqlite_and_postgresql(any_db_env):
 def test_forge_webhook_without_a_forge_is_not_found(api):
     answer = api.client.post("/api/v1/forge/webhook", content=b"{}", headers={"X-Gitea-Signature": "0" * 64})
     assert answer.status_code == 404 and answer.json()["field"] == "LFOPS_FORGE"
+
+
+def test_a_change_request_is_revised_through_the_api_by_its_author_only(api):
+    cr = save(api, "revised")
+    api.ok(api.post(f"/change-requests/{cr}/request-changes", ("rita", "write"), json={"comment": "rank 4"}))
+    body = {"message": "rank 4", "yaml": rank16(api.env).replace("lora_rank: 16", "lora_rank: 4")}
+    refused = api.post(f"/change-requests/{cr}/revisions", ("rita", "write"), json=body)
+    assert refused.status_code == 403 and "only alice, its author, can update" in refused.json()["message"]
+    revised = api.ok(api.post(f"/change-requests/{cr}/revisions", ("alice", "write"), json=body))
+    assert revised["change_request"] == cr
+    detail = api.ok(api.get(f"/change-requests/{cr}"))
+    assert detail["request"]["status"] == "open" and detail["request"]["head_commit"] == revised["commit"]
+    assert [p["key"] for p in detail["review_params"] if p["change"] != "unchanged"] == ["lora_rank"]
+    assert "+lora_rank: 4" in detail["review_diff"] and detail["last_reviewed_commit"]

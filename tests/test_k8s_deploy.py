@@ -339,8 +339,10 @@ def test_everything_lfops_creates_is_admitted_where_restricted_is_enforced(k8s_c
         template = by_kind(objs)["Deployment/lfops-webui"]["spec"]["template"]
         core.create_namespaced_pod(namespace, _as_pod("webui-admission", template), dry_run="All")
         wait_for(
-            lambda: (apps.read_namespaced_deployment("lfops-webui", namespace).status.replicas or 0) >= 1
-            and core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=webui").items,
+            lambda: (
+                (apps.read_namespaced_deployment("lfops-webui", namespace).status.replicas or 0) >= 1
+                and core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=webui").items
+            ),
             60,
             what="the app's pod",
         )

@@ -169,8 +169,8 @@ def test_settings_asked_for_in_extra_arguments_are_kept(web):
 @pytest.mark.parametrize(
     ("values", "field"),
     [
-        ({"train.ds_stage": "2"}, "train.ds_stage"),
-        ({"top.checkpoint_path": ["train_old"]}, "top.checkpoint_path"),
+        ({"train.ds_stage": "2"}, "DeepSpeed stage"),  # as the form labels it (lb.field_label)
+        ({"top.checkpoint_path": ["train_old"]}, "Checkpoint path"),
         ({"train.use_swanlab": True, "train.swanlab_api_key": "sk-123"}, "swanlab_api_key"),
         ({"train.extra_args": '{"hf_hub_token": "hf_abc"}'}, "hf_hub_token"),
     ],
@@ -183,11 +183,11 @@ def test_what_cannot_go_into_a_repository_is_refused_by_field(web, values, field
 @pytest.mark.parametrize(
     ("values", "field", "reason"),
     [
-        ({"train.learning_rate": "fast"}, "train.learning_rate", "must be a number (got 'fast')"),
-        ({"train.max_samples": "1e3.5"}, "train.max_samples", "must be a whole number"),
-        ({"train.extra_args": "{optim"}, "train.extra_args", "must be a JSON object"),
-        ({"train.dataset": []}, "train.dataset", "choose at least one dataset"),
-        ({"top.model_path": ""}, "top.model_path", "give the model path"),
+        ({"train.learning_rate": "fast"}, "Learning rate", "must be a number (got 'fast')"),
+        ({"train.max_samples": "1e3.5"}, "Max samples", "must be a whole number"),
+        ({"train.extra_args": "{optim"}, "Extra arguments", "must be a JSON object"),
+        ({"train.dataset": []}, "Dataset", "choose at least one dataset"),
+        ({"top.model_path": ""}, "Model path", "give the model path"),
     ],
 )
 def test_bad_form_input_names_the_field(web, values, field, reason):

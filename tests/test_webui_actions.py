@@ -93,11 +93,11 @@ def test_save_to_repo_commits_the_form_on_a_branch_with_a_change_request(web):
 @pytest.mark.parametrize(
     ("name", "values", "message", "expected"),
     [
-        ("bad-lr", {"train.learning_rate": "fast"}, "m", "train.learning_rate: must be a number (got 'fast')"),
+        ("bad-lr", {"train.learning_rate": "fast"}, "m", "Learning rate: must be a number (got 'fast')"),
         ("bad name", {}, "m", "config name: 'bad name' is not allowed"),
         ("no-message", {}, "", "message: say what changes and why"),
         ("no-data", {"train.dataset": ["nope"]}, "m", "dataset: 'nope' is not defined in data/dataset_info.json"),
-        ("ds", {"train.ds_stage": "3"}, "m", "train.ds_stage: DeepSpeed stages point at LlamaBoard's cache"),
+        ("ds", {"train.ds_stage": "3"}, "m", "DeepSpeed stage: DeepSpeed stages point at LlamaBoard's cache"),
         ("key", {"train.extra_args": '{"hf_hub_token": "hf_x"}'}, "m", "hf_hub_token: secrets never go"),
     ],
 )
@@ -176,7 +176,8 @@ def test_only_an_admin_launches_outside_the_policy_and_must_say_why(web):
 def test_review_shows_the_changes_and_the_backend_decides_who_may_act(web):
     cr = cr_id_of(save(web, "alice", "review-me"))
     review = web.app.review
-    header, _title, params, diff, validation, reviews = review.on_show(cr, False, request_for("rita"))
+    shown = review.on_show(cr, False, False, request_for("rita"))
+    header, _title, params, _diff_title, diff, _since, _since_diff, validation, reviews = shown[:9]
     assert f"#{cr}" in header and "alice/review-me" in header
     assert "learning_rate: 0.0002" in diff and "lora_rank: 16" in diff
     changed = {row[0]: row for row in params}
@@ -199,7 +200,7 @@ def test_review_shows_the_changes_and_the_backend_decides_who_may_act(web):
     rows = review.on_list("merged", "alice", request_for("alice"))
     assert [r[0] for r in rows if r[0] == cr] == [cr]
     assert review.on_list("open", "nobody", request_for("alice")) == []
-    _h, _t, _p, _d, _v, reviews = review.on_show(cr, False, request_for("alice"))
+    reviews = review.on_show(cr, False, False, request_for("alice"))[8]
     assert "**rita** approved" in reviews and "LR and rank look right" in plain(reviews)
     with web.env.ws.store.session() as s:
         actions = s.scalars(select(AuditEvent.action).where(AuditEvent.subject == f"change_request:{cr}")).all()
@@ -235,7 +236,8 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     review.on_approve(cr, "ok", request_for("rita"))
     review.on_merge(cr, "", request_for("rita"))
     choices, button, reason = train.on_offer(None, request_for("alice"))
-    assert choices["value"] == cr and button["interactive"] is True and reason == ""
+    assert cr in [c[1] for c in choices["choices"]] and button["interactive"] is True and reason == ""
+    assert choices["value"] is None  # nothing preselected: the list shows every merged request
     unmerged = cr_id_of(save(web, "alice", "not-reviewed"))
     assert "only merged change requests can be launched" in plain(
         train.on_launch(unmerged, request=request_for("alice"))

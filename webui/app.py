@@ -19,6 +19,7 @@ from webui.admin_tab import AdminTab
 from webui.auth import COOKIES, sign_out, use_stored_sessions
 from webui.context import AppContext
 from webui.monitoring_tab import MonitoringTab
+from webui.places import HEAD, Places
 from webui.render import CSS
 from webui.review_tab import ReviewTab
 from webui.runs_tab import RunsTab
@@ -40,12 +41,12 @@ class WebApp:
 
 def build_app(ctx: AppContext) -> WebApp:
     host = platform.node().split(".")[0]
-    with gr.Blocks(title=f"lfops · LLaMA Factory ({host})", css=lb.LLAMABOARD_CSS + CSS) as demo:
+    with gr.Blocks(title=f"lfops · LLaMA Factory ({host})", css=lb.LLAMABOARD_CSS + CSS, head=HEAD) as demo:
         who = gr.Markdown(elem_id="lfops-whoami")
         train = TrainActions(ctx)
         review, runs, serving, admin = ReviewTab(ctx), RunsTab(ctx), ServingTab(ctx), AdminTab(ctx)
         monitoring = MonitoringTab(ctx)
-        with gr.Tabs(elem_id="lfops-tabs"):
+        with gr.Tabs(elem_id="lfops-tabs") as tabs:
             with gr.Tab("LlamaBoard", id="llamaboard", elem_id="lfops-tab-llamaboard"):
                 board = lb.build(demo, ctx.guard, train.build)
             review.build()
@@ -57,6 +58,8 @@ def build_app(ctx: AppContext) -> WebApp:
         demo.load(ctx.on_load, outputs=[who, *(g[0] for g in ctx.gates)], concurrency_limit=None)
         for event in ctx.loads:
             demo.load(**event)
+        draft = [*sorted(board.train_inputs, key=lambda c: c._id), train.opened, train.name, train.message]
+        Places(ctx).wire(demo, tabs, review, runs, draft)
     return WebApp(demo, board, train, review, runs, serving, admin, monitoring)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 from gradio.context import LocalContext
 from llamafactory import __version__ as LLAMAFACTORY_VERSION
+from llamafactory.extras.constants import TRAINING_STAGES
 from llamafactory.webui import common as lb_common
 from llamafactory.webui import css as lb_css
 from llamafactory.webui.chatter import WebChatModel
@@ -41,6 +42,7 @@ from llamafactory.webui.components import (
 from llamafactory.webui.components import export as lb_export
 from llamafactory.webui.components import train as lb_train
 from llamafactory.webui.engine import Engine
+from llamafactory.webui.locales import LOCALES
 from llamafactory.webui.runner import Runner
 
 from backend.errors import Problem, ValidationFailed
@@ -82,7 +84,18 @@ _REQUIRED = {  # LlamaBoard's own checks in Runner._initialize, and the field ea
 
 
 class FormError(ValidationFailed):
-    """The Train form cannot be turned into training arguments; `problems` name the fields (by LlamaBoard's ids)."""
+    """The Train form cannot be turned into training arguments; `problems` name the fields as the form labels them."""
+
+
+def field_label(elem_id: str) -> str:
+    """A Train form field as the user sees it ("Learning rate" for `train.learning_rate`): LlamaBoard's own English
+    label, the one source; an id LlamaBoard has no label for stays as it is."""
+    entry = LOCALES.get(elem_id.rsplit(".", 1)[-1], {}).get("en", {})
+    return str(entry.get("label") or entry.get("value") or elem_id) if "." in elem_id else elem_id
+
+
+def _labelled(problems: list[Problem]) -> list[Problem]:
+    return [Problem(field_label(p.field), p.reason, p.severity) for p in problems]
 
 
 def check_version() -> None:
@@ -168,6 +181,14 @@ class ReviewedRunner(Runner):
             except KeyError:
                 continue  # a preset from another LlamaBoard version
         return out
+
+
+def _user_config_path() -> str:
+    """Replaces common._get_config_path: LlamaBoard's remembered language, hub, last model and model paths are each
+    user's own (one shared file made everyone's page load with the last user's model and its "non-instruct" notice)."""
+    folder = _user_dir(os.path.join(lb_common.DEFAULT_CACHE_DIR, "users"))
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, lb_common.USER_CONFIG)
 
 
 def _list_user_presets(current_time: str) -> gr.Dropdown:
@@ -267,6 +288,7 @@ def build(blocks: gr.Blocks, guard: Guard, extend_train: Callable[[LlamaBoard], 
     `extend_train` adds rows at the end of the Train tab. Call `finish` after the app's own tabs.
     """
     check_version()
+    lb_common._get_config_path = _user_config_path  # read by load_config/save_config wherever they are imported
     engine = Engine(demo_mode=False, pure_chat=False)
     engine.runner = ReviewedRunner(engine.manager)
     engine.chatter = PerUserChat(engine.manager, guard)
@@ -332,7 +354,7 @@ def train_args(board: LlamaBoard, data: dict) -> dict[str, Any]:
     """The training arguments LlamaBoard previews and writes to training_args.yaml for this form."""
     problems = _check_form(board, data)
     if problems:
-        raise FormError(problems)
+        raise FormError(_labelled(problems))
     runner = board.engine.runner
     error = runner._initialize(data, do_train=True, from_preview=True)
     if error:
@@ -418,7 +440,7 @@ def repo_args(board: LlamaBoard, data: dict, name: str, workdir: Path) -> RepoAr
             problems.append(
                 Problem(key, "secrets never go into the config repository; give the run an environment variable")
             )
-    return RepoArgs(args, notes, problems)
+    return RepoArgs(args, notes, _labelled(problems))
 
 
 def repo_data_path(ddir: str, workdir: Path) -> str | None:
@@ -436,3 +458,80 @@ def repo_data_path(ddir: str, workdir: Path) -> str | None:
                 joined = posixpath.join(prefix, rel) if prefix else rel
                 return posixpath.normpath(joined) if joined not in ("", ".") else None
     return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Filling the Train form from a config (Open from repo)
+
+_STAGE_NAMES = {stage: name for name, stage in TRAINING_STAGES.items()}
+_SPLIT = lambda value: [v.strip() for v in str(value).split(",") if v.strip()]  # noqa: E731
+# A training argument -> the Train form field that produces it one to one, and how its value is shown there: the
+# inverse of Runner._parse_train_args where it is one to one. Arguments without a field here are kept as the opened
+# config has them (see `edited_args`).
+_FORM_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "model_name_or_path": ("top.model_path", str),
+    "finetuning_type": ("top.finetuning_type", str),
+    "template": ("top.template", str),
+    "stage": ("train.training_stage", lambda v: _STAGE_NAMES.get(v, v)),
+    "dataset_dir": ("train.dataset_dir", str),
+    "dataset": ("train.dataset", lambda v: v if isinstance(v, list) else _SPLIT(v)),
+    "cutoff_len": ("train.cutoff_len", int),
+    "learning_rate": ("train.learning_rate", lambda v: f"{float(v):g}"),
+    "num_train_epochs": ("train.num_train_epochs", lambda v: f"{float(v):g}"),
+    "max_samples": ("train.max_samples", lambda v: str(int(v))),
+    "per_device_train_batch_size": ("train.batch_size", int),
+    "gradient_accumulation_steps": ("train.gradient_accumulation_steps", int),
+    "lr_scheduler_type": ("train.lr_scheduler_type", str),
+    "max_grad_norm": ("train.max_grad_norm", lambda v: f"{float(v):g}"),
+    "logging_steps": ("train.logging_steps", int),
+    "save_steps": ("train.save_steps", int),
+    "warmup_steps": ("train.warmup_steps", int),
+    "val_size": ("train.val_size", float),
+    "lora_rank": ("train.lora_rank", int),
+    "lora_alpha": ("train.lora_alpha", int),
+    "lora_dropout": ("train.lora_dropout", float),
+    "lora_target": ("train.lora_target", lambda v: ",".join(v) if isinstance(v, list) else str(v)),
+    "packing": ("train.packing", bool),
+    "train_on_prompt": ("train.train_on_prompt", bool),
+    "mask_history": ("train.mask_history", bool),
+    "quantization_bit": ("top.quantization_bit", str),
+}
+_COMPUTE_TYPES = ("pure_bf16", "bf16", "fp16")  # the first one true in the config; none: fp32
+
+
+def form_from_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The Train form's values (by LlamaBoard's ids) that show `args`: the fields that map one to one."""
+    values: dict[str, Any] = {}
+    for key, (elem_id, shown) in _FORM_FIELDS.items():
+        if args.get(key) is not None:
+            try:
+                values[elem_id] = shown(args[key])
+            except (TypeError, ValueError):
+                continue  # shown as the form had it; the opened config's value is kept (edited_args)
+    values["train.compute_type"] = next((c for c in _COMPUTE_TYPES if args.get(c)), "fp32")
+    values["train.extra_args"] = "{}"
+    return values
+
+
+def form_ids(board: LlamaBoard, data: dict) -> dict[str, Any]:
+    """The Train form ({component: value}) by LlamaBoard's ids, what `form_values` takes back."""
+    manager = board.engine.manager
+    return {manager.get_id_by_elem(elem): value for elem, value in data.items() if elem in board.train_inputs}
+
+
+def edited_args(
+    board: LlamaBoard, opened_form: dict[str, Any], data: dict, base: dict[str, Any], name: str, workdir: Path
+) -> RepoArgs:
+    """The opened config `base` with exactly what the analyst changed in the form since opening it: what the form made
+    of the opened values against what it makes of the values now; every other argument stays as `base` has it (the
+    form does not show everything a config can hold, and what it adds of its own is no change of the analyst's)."""
+    before = repo_args(board, form_values(board, opened_form), name, workdir)
+    after = repo_args(board, data, name, workdir)
+    args = dict(base)
+    for key, value in after.args.items():
+        if before.args.get(key) != value:
+            args[key] = value
+    for key in before.args:
+        if key not in after.args:
+            args.pop(key, None)
+    return RepoArgs(args, [], after.problems)

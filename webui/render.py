@@ -24,10 +24,10 @@ def error_md(title: str, problems: list[str]) -> str:
     return "\n".join(lines)
 
 
-def diff_html(diff: str) -> str:
-    """A unified diff as HTML lines coloured by kind."""
+def diff_html(diff: str, empty: str = "no difference from main") -> str:
+    """A unified diff as HTML lines coloured by kind; `empty` says what no difference means."""
     if not diff.strip():
-        return "<div class='lfops-diff'><em>no difference from main</em></div>"
+        return f"<div class='lfops-diff'><em>{html.escape(empty)}</em></div>"
     rows = []
     for line in diff.splitlines():
         if line.startswith(("+++", "---", "diff ", "index ", "new file", "deleted file")):
@@ -57,4 +57,6 @@ CSS = """
 .lfops-diff-hunk { color: #6639ba; background: #f6f0ff; }
 .lfops-diff-meta { color: #57606a; font-weight: 600; }
 #lfops-whoami { text-align: right; }
+/* Notices (LlamaBoard's "non-instruct model" among them) at the bottom, not over the tabs and the top buttons. */
+.toast-wrap { top: auto !important; bottom: 16px !important; }
 """

@@ -18,13 +18,24 @@ from webui.render import diff_html, md_code, md_text, value_text
 if TYPE_CHECKING:
     from backend.auth import Actor
     from backend.retrain.service import SignalView
-    from backend.review import ChangeRequestView
+    from backend.review import ChangeRequestView, ParamRow
+
+
+def _param_rows(params: list[ParamRow], show_all: bool) -> list[list[str]]:
+    rows = sorted(params, key=lambda p: _CHANGE_ORDER.get(p.change, 9))
+    return [
+        [p.key, value_text(p.before), value_text(p.after), p.change]
+        for p in rows
+        if show_all or p.change != "unchanged"
+    ]
+
 
 LIST_HEADERS = ["#", "status", "author", "config", "title", "updated"]
 PARAM_HEADERS = ["parameter", "before", "after", "change"]
 _CHANGE_ORDER = {"changed": 0, "added": 1, "removed": 2, "unchanged": 3}
-# The outputs of `on_show` after its header, when there is no change request to show.
-_EMPTY_DETAIL = ("#### Hyperparameters", [], "", "", "")
+# The outputs of `on_show` after its header, when there is no change request to show: nothing to act on either.
+_HIDDEN = gr.update(visible=False)
+_EMPTY_DETAIL = ("#### Hyperparameters", [], "#### YAML diff", "", "", "", "", "", _HIDDEN, _HIDDEN, _HIDDEN, _HIDDEN)
 
 
 class ReviewTab:
@@ -64,8 +75,12 @@ class ReviewTab:
             self.header = gr.Markdown(elem_id="lfops-cr-header")
             with gr.Row():
                 with gr.Column(scale=1):
-                    self.params_title = gr.Markdown("#### Hyperparameters")
-                    self.show_all = gr.Checkbox(label="show unchanged parameters", value=False)
+                    self.params_title = gr.Markdown("#### Hyperparameters", elem_id="lfops-cr-params-title")
+                    with gr.Row():
+                        self.show_all = gr.Checkbox(label="show unchanged parameters", value=False)
+                        self.defaults = gr.Checkbox(
+                            label="compare with LLaMA-Factory's defaults", value=False, elem_id="lfops-cr-defaults"
+                        )
                     self.params = gr.Dataframe(
                         headers=PARAM_HEADERS,
                         interactive=False,
@@ -75,8 +90,10 @@ class ReviewTab:
                         elem_id="lfops-cr-params",
                     )
                 with gr.Column(scale=1):
-                    gr.Markdown("#### YAML diff against main")
+                    self.diff_title = gr.Markdown("#### YAML diff")
                     self.diff = gr.HTML(elem_id="lfops-cr-diff")
+            self.since = gr.Markdown(elem_id="lfops-cr-since")
+            self.since_diff = gr.HTML(elem_id="lfops-cr-since-diff")
             self.validation = gr.Markdown(elem_id="lfops-cr-validation")
             self.reviews = gr.Markdown(elem_id="lfops-cr-reviews")
             self.comment = gr.Textbox(label="Review comment", lines=2, elem_id="lfops-review-comment")
@@ -91,19 +108,23 @@ class ReviewTab:
             )
             self.result = gr.Markdown(elem_id="lfops-review-result")
 
-        detail = [self.header, self.params_title, self.params, self.diff, self.validation, self.reviews]
+        actions = [self.approve_btn, self.changes_btn, self.merge_btn, self.close_btn]
+        detail = [self.header, self.params_title, self.params, self.diff_title, self.diff, self.since, self.since_diff]
+        detail += [self.validation, self.reviews, *actions]
+        shown = [self.cr_id, self.show_all, self.defaults]
         listing = dict(fn=self.on_list, inputs=[self.status, self.author, self.page], outputs=[self.table])
         self.refresh.click(**listing, api_name="review_list")
         self.status.change(**listing)
         self.author.submit(**listing)
         self.page.submit(**listing)
         self.ctx.on_tab_load(**listing)
-        self.open_btn.click(self.on_show, [self.cr_id, self.show_all], detail, api_name="review_show")
-        self.cr_id.submit(self.on_show, [self.cr_id, self.show_all], detail)
-        self.show_all.change(self.on_show, [self.cr_id, self.show_all], detail)
-        self.table.select(self.on_select, [self.table], [self.cr_id]).then(
-            self.on_show, [self.cr_id, self.show_all], detail
-        )
+        # Opening another request clears the comment typed for the last one (an Approve would post it there).
+        clear = dict(fn=lambda: "", outputs=[self.comment], queue=False)
+        self.open_btn.click(self.on_show, shown, detail, api_name="review_show").then(**clear)
+        self.cr_id.submit(self.on_show, shown, detail).then(**clear)
+        self.show_all.change(self.on_show, shown, detail)
+        self.defaults.change(self.on_show, shown, detail)
+        self.table.select(self.on_select, [self.table], [self.cr_id]).then(self.on_show, shown, detail).then(**clear)
         for button, fn, api_name in (
             (self.approve_btn, self.on_approve, "review_approve"),
             (self.changes_btn, self.on_request_changes, "review_request_changes"),
@@ -111,7 +132,7 @@ class ReviewTab:
             (self.close_btn, self.on_close, "review_close"),
         ):
             button.click(fn, [self.cr_id, self.comment], [self.result], api_name=api_name, concurrency_limit=8).then(
-                self.on_show, [self.cr_id, self.show_all], detail
+                self.on_show, shown, detail
             ).then(**listing)
         self.ctx.gate(self.approve_btn, "review.decide")
         self.ctx.gate(self.changes_btn, "review.decide")
@@ -129,7 +150,9 @@ class ReviewTab:
             limit=PAGE,
             offset=page_offset(page),
         )
-        return [[v.id, v.status, v.author, v.config_path, v.title, f"{v.updated_at:%Y-%m-%d %H:%M}"] for v in views]
+        return [
+            [v.id, v.status.label, v.author, v.config_path, v.title, f"{v.updated_at:%Y-%m-%d %H:%M}"] for v in views
+        ]
 
     @staticmethod
     def on_select(table: Any, evt: gr.SelectData) -> Any:
@@ -140,12 +163,26 @@ class ReviewTab:
             return gr.update()
 
     @shows_errors(as_message(lambda cr_id, **_: f"Change request #{int(cr_id)}", *_EMPTY_DETAIL))
-    def on_show(self, cr_id: float | None, show_all: bool, request: gr.Request) -> tuple:
+    def on_show(self, cr_id: float | None, show_all: bool, defaults: bool, request: gr.Request) -> tuple:
         if not cr_id:
             return ("Choose a change request from the list, or type its number.", *_EMPTY_DETAIL)
         actor = self.ctx.auth.actor(request)
-        detail = self.ctx.ws.changes.show(actor, int(cr_id))
-        return self.render(detail, show_all, self.ctx.ws.retrain.evidence(actor, int(cr_id)))
+        detail = self.ctx.ws.changes.show(actor, int(cr_id), against_defaults=bool(defaults))
+        evidence = self.ctx.ws.retrain.evidence(actor, int(cr_id))
+        return (*self.render(detail, show_all, evidence), *self.offered(actor, detail.request))
+
+    @staticmethod
+    def offered(actor: Actor | None, view: ChangeRequestView) -> tuple[Any, ...]:
+        """Approve, Request changes, Merge and Close: shown only where they can apply (the backend checks again)."""
+        open_ = view.status.under_review
+        can = lambda p: actor is not None and actor.can(p)  # noqa: E731
+        mine = actor is not None and actor.name == view.author
+        return (
+            gr.update(visible=open_ and can("review.decide")),
+            gr.update(visible=open_ and can("review.decide")),
+            gr.update(visible=view.status == ChangeRequestStatus.APPROVED and can("review.merge")),
+            gr.update(visible=open_ and (mine or can("review.merge"))),
+        )
 
     @staticmethod
     def render(detail: ChangeRequestDetail, show_all: bool = False, evidence: list[SignalView] | None = None) -> tuple:
@@ -156,6 +193,8 @@ class ReviewTab:
             f"author **{md_text(r.author)}** · branch {md_code(r.branch)} · head {md_code(r.head_commit[:12])} · "
             f"file {md_code(r.config_path)} · approved for this head by {md_text(approvers)}",
         ]
+        if detail.derived_from:
+            lines.append(f"opened from {md_code(detail.derived_from)}")
         if r.merged_commit:
             lines.append(f"merged as {md_code(r.merged_commit[:12])} by {md_text(r.merged_by)}")
         if r.pull_request is not None:
@@ -164,15 +203,10 @@ class ReviewTab:
             lines.append(f"{link or f'pull request #{pr.number}'} on {md_text(pr.forge)}: {md_text(pr.label)}")
         if r.description.strip() != r.title.strip():
             lines.append("\n" + md_text(r.description))
-        rows = sorted(detail.params, key=lambda p: _CHANGE_ORDER.get(p.change, 9))
-        table = [
-            [p.key, value_text(p.before), value_text(p.after), p.change]
-            for p in rows
-            if show_all or p.change != "unchanged"
-        ]
-        title = (
-            f"#### Hyperparameters (before = {detail.baseline}; {sum(p.change != 'unchanged' for p in rows)} changed)"
-        )
+        table = _param_rows(detail.params, show_all)
+        changed = sum(p.change != "unchanged" for p in detail.params)
+        title = f"#### Hyperparameters (before = {md_text(detail.baseline)}; {changed} changed)"
+        diff_title = f"#### YAML diff against {md_text(detail.baseline)}"
         validation = "**Validation:**\n" + "\n".join(f"- {md_text(v)}" for v in detail.validation)
         if detail.preflight:  # which launch targets can run it as it is (backend.preflight)
             validation += "\n\n**Launch targets:**\n" + "\n".join(f"- {md_text(n)}" for n in detail.preflight)
@@ -186,7 +220,27 @@ class ReviewTab:
             reviews = "**Reviews:** none yet"
         if evidence:  # a retrain request (backend.retrain): the signal that opened it, then the ones added since
             reviews = retrain_evidence(evidence) + "\n\n" + reviews
-        return "\n\n".join(lines), title, table, diff_html(detail.yaml_diff), validation, reviews
+        since, since_diff = "", ""
+        if detail.last_reviewed_commit:
+            moved = [p for p in detail.review_params if p.change != "unchanged"]
+            since = f"#### Changed since the last review (on {md_code(detail.last_reviewed_commit[:10])}): " + (
+                ", ".join(
+                    f"{md_code(p.key)} {md_text(value_text(p.before))} → {md_text(value_text(p.after))}" for p in moved
+                )
+                or "no hyperparameter"
+            )
+            since_diff = diff_html(detail.review_diff, empty="no difference since the last review")
+        return (
+            "\n\n".join(lines),
+            title,
+            table,
+            diff_title,
+            diff_html(detail.yaml_diff, empty=f"no difference from {detail.baseline}"),
+            since,
+            since_diff,
+            validation,
+            reviews,
+        )
 
     def _act(
         self, verb: str, cr_id: float | None, request: gr.Request, call: Callable[[Actor, int], ChangeRequestView]

@@ -79,10 +79,21 @@ class ChangeRequestDetailOut(Out):
     request: ChangeRequestOut
     yaml_diff: str
     params: list[ParamRowOut] = Field(description="hyperparameter table against `baseline`")
-    baseline: str = Field(description="what `before` is: main, or LLaMA-Factory's defaults for a new config")
+    baseline: str = Field(
+        description="what `before` is: main, the config it was opened from, or LLaMA-Factory's defaults"
+    )
     validation: list[str]
     yaml: str
     preflight: list[str] = Field([], description="which launch targets can run the head's config (docs/preflight.md)")
+    last_reviewed_commit: str | None = Field(None, description="the head the last review was given on, if older")
+    review_diff: str = Field("", description="YAML diff since the last review")
+    review_params: list[ParamRowOut] = Field(default_factory=list, description="table since the last review")
+    derived_from: str = Field("", description="the config it was opened from, when that is the baseline")
+
+
+class UpdateIn(BaseModel):
+    message: str = Field(description="what this revision changes", max_length=20_000)
+    yaml: str = Field(description="the revised training config")
 
 
 class SaveIn(BaseModel):

@@ -241,6 +241,8 @@ def _work(job: dict) -> int:
             os.environ[failpoints.ENV] = job["crash_at"]
         if job["op"] == "save":
             ws.changes.save(actor, job["yaml"].encode(), job["name"], job["message"])
+        elif job["op"] == "update":
+            ws.changes.update(actor, job["id"], job["yaml"].encode(), job["message"])
         elif job["op"] == "merge":
             ws.changes.merge(actor, job["id"])
         elif job["op"] == "close":

@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from backend.api.routes.paging import PageParams, page_params
-from backend.api.schemas import ChangeRequestDetailOut, ChangeRequestOut, CommentIn, Page, SaveIn, SaveOut
+from backend.api.schemas import (
+    ChangeRequestDetailOut,
+    ChangeRequestOut,
+    CommentIn,
+    Page,
+    SaveIn,
+    SaveOut,
+    UpdateIn,
+)
 from backend.api.security import reader, workspace, writer
 from backend.auth import Actor
 from backend.paging import Page as Pager
@@ -33,14 +41,24 @@ def list_change_requests(
 
 @router.get("/{cr_id}", summary="One change request with its YAML diff and hyperparameter table")
 def show_change_request(
-    cr_id: int, ws: Workspace = Depends(workspace), actor: Actor = Depends(reader)
+    cr_id: int,
+    defaults: bool = Query(False, description="compare with LLaMA-Factory's defaults, not the baseline"),
+    ws: Workspace = Depends(workspace),
+    actor: Actor = Depends(reader),
 ) -> ChangeRequestDetailOut:
-    return ChangeRequestDetailOut.model_validate(ws.changes.show(actor, cr_id))
+    return ChangeRequestDetailOut.model_validate(ws.changes.show(actor, cr_id, against_defaults=defaults))
 
 
 @router.post("", status_code=201, summary="Save a config: commit it on a new branch and open a change request")
 def save_config(body: SaveIn, ws: Workspace = Depends(workspace), actor: Actor = Depends(writer)) -> SaveOut:
     return SaveOut.model_validate(ws.changes.save(actor, body.yaml, body.name, body.message, branch=body.branch))
+
+
+@router.post("/{cr_id}/revisions", summary="Update: a new revision of the config on the request (its author)")
+def update_config(
+    cr_id: int, body: UpdateIn, ws: Workspace = Depends(workspace), actor: Actor = Depends(writer)
+) -> SaveOut:
+    return SaveOut.model_validate(ws.changes.update(actor, cr_id, body.yaml, body.message))
 
 
 @router.post("/{cr_id}/approve", summary="Approve (reviewers and admins; never one's own)")

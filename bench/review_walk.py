@@ -1,0 +1,162 @@
+"""Clicks and wall time for the walk "change one value of a config, save, approve, merge, launch, see the finished
+curve" in Chromium against `lfops webui`: opened from the repository (Open from repo) against the same walk the old
+way (a new config filled in LlamaBoard's form from its defaults: model, path, dataset, compute type, the value). The
+reviewer's part (a link to the request, approve, merge) is the same in both.
+
+    .venv/bin/python bench/review_walk.py [--repeats 3]
+
+Both walks run in the same server, interleaved; the table shows the median wall time, the clicks and the fields
+typed or chosen (a user's actions), and the ratio against the old way. Training is the tiny model on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from tests.helpers import printed_passwords  # noqa: E402
+from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS, start_webui  # noqa: E402
+
+WAIT = 180_000
+
+
+class Counted:
+    """A page whose user actions are counted: clicks, and fields typed or options chosen."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.clicks = 0
+        self.inputs = 0
+
+    def click(self, locator) -> None:
+        self.clicks += 1
+        locator.click()
+
+    def fill(self, locator, text: str) -> None:
+        self.inputs += 1
+        locator.fill(text)
+
+    def choose(self, selector: str, option: str) -> None:
+        self.click(self.page.locator(f"{selector} input"))
+        self.inputs += 1
+        self.click(self.page.get_by_role("option", name=option).first)
+
+
+def sign_in(browser, url: str, user: str, password: str):
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    expect(page.locator("#lfops-whoami")).to_contain_text(f"Signed in as {user}", timeout=WAIT)
+    return page
+
+
+def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -> tuple[float, int, int]:
+    a, r = Counted(analyst), Counted(reviewer)
+    page = analyst
+    train = page.locator("#lfops-tab-train")
+    started = time.perf_counter()
+    if opened:
+        a.choose("#lfops-open-choice", "main: configs/example.yaml")
+        a.click(page.locator("#lfops-open-btn"))
+        expect(page.locator("#lfops-open-result")).to_contain_text("Opened", timeout=WAIT)
+    else:  # the old way: LlamaBoard's form from its defaults
+        model_name = page.get_by_label("Model name")
+        a.click(model_name)
+        a.fill(model_name, "Custom")
+        a.click(page.get_by_role("option", name="Custom", exact=True))
+        page.wait_for_timeout(1500)  # LlamaBoard's own model-name change fills in its guess of the path first
+        a.fill(page.get_by_label("Model path"), str(workspace / "models" / "tiny-llama"))
+        a.click(train.get_by_label("Dataset", exact=True))
+        a.click(page.get_by_role("option", name="demo_arith"))
+        page.keyboard.press("Escape")
+        a.click(train.get_by_label("Compute type"))
+        a.click(page.get_by_role("option", name="fp32"))
+        a.fill(train.get_by_label("Max samples"), "64")
+    a.fill(train.get_by_label("Learning rate"), lr)
+    a.fill(page.locator("#lfops-config-name textarea"), name)
+    a.fill(page.locator("#lfops-config-message textarea"), f"learning rate {lr}")
+    result = page.locator("#lfops-save-result")
+    before = result.inner_text()  # the last walk's answer is still there until this save answers
+    a.click(page.locator("#lfops-save-btn"))
+    expect(result).not_to_have_text(before, timeout=WAIT)
+    expect(result).to_contain_text("Saved: change request #", timeout=WAIT)
+    cr = int(re.search(r"change request #(\d+)", result.inner_text()).group(1))
+    # the reviewer opens the request from the link in chat (the same in both walks: what differs is the analyst's)
+    r.inputs += 1  # pasting the link
+    reviewer.goto(f"{reviewer.url.split('?')[0]}?tab=review&cr={cr}")
+    expect(reviewer.locator("#lfops-cr-header")).to_contain_text(f"#{cr}", timeout=WAIT)
+    r.click(reviewer.locator("#lfops-approve-btn"))
+    expect(reviewer.locator("#lfops-review-result")).to_contain_text(f"#{cr} approved", timeout=WAIT)
+    r.click(reviewer.locator("#lfops-merge-btn"))
+    expect(reviewer.locator("#lfops-review-result")).to_contain_text(f"#{cr} merged", timeout=WAIT)
+    # the analyst launches it and watches the curve
+    a.choose("#lfops-launch-choice", f"#{cr} ")
+    launched = page.locator("#lfops-launch-result")
+    before = launched.inner_text()
+    a.click(page.locator("#lfops-launch-btn"))
+    expect(launched).not_to_have_text(before, timeout=WAIT)
+    expect(launched).to_contain_text("Run #", timeout=WAIT)
+    run = int(re.search(r"Run #(\d+)", launched.inner_text()).group(1))
+    a.click(page.get_by_role("tab", name="Runs & lineage"))
+    a.fill(page.locator("#lfops-run-id input"), str(run))
+    while True:
+        a.click(page.locator("#lfops-run-show"))
+        info = page.locator("#lfops-run-info")
+        expect(info).to_contain_text(f"#{run}", timeout=WAIT)
+        if re.search(r"succeeded|failed", info.inner_text()):
+            break
+        page.wait_for_timeout(2000)
+    assert "succeeded" in info.inner_text(), info.inner_text()
+    expect(page.locator("#lfops-run-plot")).to_be_visible()
+    page.get_by_role("tab", name="LlamaBoard").click()
+    return time.perf_counter() - started, a.clicks + r.clicks, a.inputs + r.inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[bool, list[tuple[float, int, int]]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory(prefix="lfops-walk-") as tmp:
+        workspace = Path(tmp) / "ws"
+        server = start_webui(workspace, Path(tmp) / "server.log")
+        try:
+            users = printed_passwords(server.output())
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                analyst = sign_in(browser, server.url, "alice", users["alice"])
+                reviewer = sign_in(browser, server.url, "rita", users["rita"])
+                for i in range(args.repeats):
+                    for opened in (False, True):  # interleaved
+                        lr = f"{2 + i}e-4" if opened else f"{5 + i}e-4"
+                        name = f"walk-{'open' if opened else 'new'}-{i}"
+                        results[opened].append(walk(analyst, reviewer, workspace, name, lr, opened))
+                browser.close()
+        finally:
+            server.stop()
+    old = statistics.median(t for t, _, _ in results[False])
+    print(f"\n{args.repeats} walks each, interleaved (median)\n")
+    print("| walk | wall time | clicks | fields typed or chosen | wall vs old way |")
+    print("|---|---:|---:|---:|---:|")
+    for opened, label in ((False, "new config from LlamaBoard's defaults (before)"), (True, "Open from repo")):
+        wall = statistics.median(t for t, _, _ in results[opened])
+        clicks = statistics.median(c for _, c, _ in results[opened])
+        inputs = statistics.median(n for _, _, n in results[opened])
+        print(f"| {label} | {wall:.1f} s | {clicks:.0f} | {inputs:.0f} | {wall / old:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
