@@ -34,7 +34,7 @@ window.addEventListener("popstate", () => window.location.reload());
 </script>
 """
 DRAFT_KEY = "lfops-draft:"  # + user name: LlamaBoard's Train form as the user left it, in localStorage
-_TABS = ("llamaboard", "review", "runs", "serving")
+_TABS = ("llamaboard", "review", "runs", "serving", "monitoring", "admin")
 
 
 class Places:
