@@ -8,12 +8,18 @@ browser (test_webui_live_runs.py).
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import re
+import subprocess
 import threading
 
 import pytest
 from sqlalchemy import select, update
 
+from backend.cli.runs import ProgressLine
 from backend.errors import Conflict, NotFound, PermissionDenied
 from backend.runners.base import RunState
 from backend.runners.local import external_id_for
@@ -21,6 +27,7 @@ from backend.runs import RunProgress, fmt_duration
 from backend.runs.ingest import ingest_log
 from backend.runs.progress import duration_seconds
 from backend.store.models import Config, Run, utcnow
+from tests.helpers import LFOPS, lfops_env
 from tests.runs_fixtures import approved_merge
 
 
@@ -176,3 +183,97 @@ def test_cancel_is_offered_to_whom_it_is_allowed_and_only_while_the_run_is_unfin
         env.ws.runs.cancel(alice, run_id)
     with pytest.raises(PermissionDenied, match=f"rita may not cancel run #{run_id} of alice"):
         env.ws.runs.cancel(rita, run_id)
+
+
+# ---- the terminal: `lfops launch --wait`, `lfops runs wait` ---------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _states() -> list[RunProgress]:
+    return [
+        RunProgress(7, "queued", None, None, None, None, None),
+        RunProgress(7, "running", None, None, None, 1.0, None),
+        RunProgress(7, "running", None, None, None, 2.0, None),  # only the time moved
+        RunProgress(7, "running", 1, 4, 25.0, 3.0, 9.0),
+        RunProgress(7, "running", 4, 4, 100.0, 9.0, 0.0),
+        RunProgress(7, "succeeded", 4, 4, 100.0, 10.0, 0.0),
+    ]
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn_in_place(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = _Terminal()
+    line = ProgressLine(out)
+    for progress in _states():
+        line(progress)
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n") and text.count("\r") == 6
+    last = text.rstrip("\n").rsplit("\r", 1)[-1]
+    assert last.startswith("run #7 [########################] succeeded · step 4 / 4 (100%) · 0:00:10 elapsed")
+    assert "run #7 [######------------------] running · step 1 / 4 (25%) · 0:00:03 elapsed, about 0:00:09 left" in text
+    # a shorter line blanks what is left of the longer one before it
+    queued, running = text.split("\r")[1:3]
+    assert len(running) >= len(queued)
+
+
+def test_progress_on_a_narrow_terminal_is_cut_to_fit(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    out = _Terminal()
+    ProgressLine(out)(_states()[3])
+    assert len(out.getvalue()) == 40 and out.getvalue().startswith("\rrun #7 [######")
+
+
+def test_progress_elsewhere_is_a_line_per_step_or_status():
+    out = io.StringIO()
+    line = ProgressLine(out)
+    for progress in _states():
+        line(progress)
+    lines = out.getvalue().splitlines()
+    assert [ln.split(" ", 3)[3].split(" · ")[0] for ln in lines] == [
+        "queued",
+        "running",
+        "running",
+        "running",
+        "succeeded",
+    ]
+    assert "\r" not in out.getvalue() and "step 1 / 4 (25%)" in lines[2]
+
+
+@pytest.mark.slow
+def test_launch_wait_shows_the_training_progress_in_a_terminal(env, tmp_path):
+    """`lfops launch CR --wait` on a terminal (a pty): the progress line is redrawn as the tiny model trains."""
+    cr, _commit = approved_merge(env, "cli-progress", per_device_train_batch_size=4)  # 8 steps
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [LFOPS, "launch", str(cr), "--wait", "--timeout", "300"],
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=subprocess.STDOUT,
+        env=lfops_env(env.ws.settings.workspace, "alice", env.passwords["alice"], COLUMNS="200"),
+    )
+    os.close(child)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(main, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        proc.wait(60)
+        os.close(main)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text
+    drawn = [part for part in re.split(r"[\r\n]+", text) if part.startswith("run #") and "[" in part]
+    steps = {int(m.group(1)) for part in drawn if (m := re.search(r"step (\d+) / 8", part))}
+    assert len(steps) >= 2 and 8 in steps, text  # seen moving, not only at the end
+    assert any("running · step" in part and "left" in part for part in drawn), text
+    assert re.search(r"\r\s*run #\d+ \[#+\] succeeded · step 8 / 8 \(100%\)", text), text
+    assert "registered as cli-progress:v1" in text
