@@ -123,10 +123,10 @@ def test_what_moved_is_seen_once_and_only_when_something_moved(env):
     assert not changes.moved(first, run_id).anything
 
     (out / "trainer_log.jsonl").write_text(_log_line(1, 4, "0:00:01", "0:00:03", loss=1.0))
-    ingest_log(env.ws.store, run_id, out)  # a step logged: the run moved, the list did not
+    ingest_log(env.ws.store, run_id, out)  # a step logged: the run moved (and its row in the list)
     assert changes.observe() == [run_id]
     moved = changes.moved(first, run_id)
-    assert moved.run and not moved.runs and not changes.moved(first, run_id + 1).run
+    assert moved.run and moved.runs and not changes.moved(first, run_id + 1).run
 
     waiter: list[int] = []
     thread = threading.Thread(target=lambda: waiter.append(changes.wait(changes.revision, timeout=60)))

@@ -23,7 +23,8 @@ Listener = Callable[[int], None]
 
 @dataclass(frozen=True)
 class Moved:
-    """What moved since a revision: the list of runs (a run new or changing status), and the one run asked about."""
+    """What moved since a revision: the list of runs (a run new, changing status or logging: its row shows its time),
+    and the one run asked about."""
 
     revision: int
     runs: bool
@@ -56,6 +57,10 @@ class RunChanges:
             run = run_id is not None and self._run_changed.get(run_id, 0) > since
             return Moved(self._revision, self._list_changed > since, run)
 
+    def unfinished(self, run_id: int) -> bool:
+        """Whether the run was unfinished at the last look (no database read: for a page deciding how long to wait)."""
+        return run_id in (self._seen or {})
+
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(revision)` after each change (from the monitor's thread: it must return at once)."""
         with self._cond:
@@ -73,7 +78,8 @@ class RunChanges:
             return self._revision
 
     def observe(self) -> list[int]:
-        """Look at the unfinished and the new runs; record what moved since the last look; returns those run ids.
+        """Look at the unfinished and the new runs; record what moved since the last look (a status, a logged step);
+        returns those run ids.
         The first look only takes the picture."""
         with self._observing:
             return self._observe()
@@ -91,27 +97,24 @@ class RunChanges:
                 )
             ).all()
         now = {run_id: (status, offset) for run_id, status, offset in rows}
-        listed, logged = [], []
+        moved = []
         for run_id, (status, offset) in now.items():
             before = self._seen.get(run_id)
             if before is None and run_id <= self._max_id and status not in _UNFINISHED:
                 continue  # finished before the last look: nothing new
-            if before is None or before[0] != status:
-                listed.append(run_id)
-            elif before[1] != offset:
-                logged.append(run_id)
+            if before != (status, offset):
+                moved.append(run_id)
         self._seen = {k: v for k, v in now.items() if v[0] in _UNFINISHED}
         self._max_id = max([self._max_id, *now])
-        if not (listed or logged):
+        if not moved:
             return []
         with self._cond:
             self._revision += 1
-            if listed:
-                self._list_changed = self._revision
-            for run_id in (*listed, *logged):
+            self._list_changed = self._revision
+            for run_id in moved:
                 self._run_changed[run_id] = self._revision
             revision, listeners = self._revision, list(self._listeners)
             self._cond.notify_all()
         for listener in listeners:
             listener(revision)
-        return sorted((*listed, *logged))
+        return sorted(moved)
