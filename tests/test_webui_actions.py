@@ -262,7 +262,8 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     assert re.search(r"succeeded · step (\d+) / \1 \(100%\)", progress), progress
     assert {"loss", "lr", "grad_norm"} <= set(curves_pick["choices"]) and curves_pick["value"] == ["loss", "lr"]
     loss = web.env.ws.runs.metrics(web.env.actor("alice"), run_ids[0], ("loss",))["loss"]
-    assert set(curves["metric"]) == {"loss", "lr"} and len(curves) == 2 * len(loss) > 0
+    assert set(curves["value"]["metric"]) == {"loss", "lr"} and len(curves["value"]) == 2 * len(loss) > 0
+    assert curves["caption"].startswith(f"loss {loss[-1][1]:.4g} at step {loss[-1][0]} · lr ")
     assert "train_runtime" in log or "***** train metrics *****" in log, log
     assert cancel["visible"] is False and lineage["visible"] is True  # finished: no Cancel; its model's lineage
     assert lineage["value"] == f"Lineage of {model}"

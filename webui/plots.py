@@ -54,6 +54,13 @@ def curves_frame(curves: dict[str, list[tuple[int, float]]]) -> pd.DataFrame:
     return frame.astype({"step": "int64", "value": "float64", "metric": "str"})
 
 
+def curves_caption(curves: dict[str, list[tuple[int, float]]]) -> str:
+    """The last point of each curve ("loss 5.842 at step 16"); it changes with every new point, which is also what
+    makes Gradio's line plot draw the new data with fresh scales (it keeps those of its first drawing otherwise)."""
+    last = [f"{name} {points[-1][1]:.4g} at step {points[-1][0]}" for name, points in curves.items() if points]
+    return " · ".join(last) or "no points yet"
+
+
 def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str = "") -> Figure | None:
     """One line per series name; None when there is nothing to draw yet."""
     series = {name: points for name, points in curves.items() if points}

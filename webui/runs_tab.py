@@ -22,7 +22,7 @@ from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, problems, shows_errors
 from webui.live import ACTIVE_WAIT_S, IDLE_WAIT_S, ChangeWaiter, PageView, PageViews
 from webui.paging import PAGE, page_offset
-from webui.plots import curves_figure, curves_frame, lineage_figure, progress_html
+from webui.plots import curves_caption, curves_figure, curves_frame, lineage_figure, progress_html
 from webui.render import md_code, md_text
 
 if TYPE_CHECKING:
@@ -52,13 +52,18 @@ def _compare_failed(lines: list[str], **_arguments: Any) -> tuple[pd.DataFrame, 
     return pd.DataFrame({"problem": lines}), None
 
 
+def _plot(curves: dict[str, list[tuple[int, float]]]) -> Any:
+    """The line plot's update: the points, and a caption with the last of each (a new caption redraws the plot)."""
+    return gr.update(value=curves_frame(curves), caption=curves_caption(curves))
+
+
 def _no_run(message: str) -> tuple:
     """The run panel with no run in it (`message` in place of the run's facts)."""
     return (
         message,
         progress_html(None),
         gr.update(choices=[], value=[]),
-        curves_frame({}),
+        _plot({}),
         "",
         gr.update(visible=False),
         gr.update(visible=False),
@@ -275,7 +280,7 @@ class RunsTab:
             info,
             progress_html(progress),
             gr.update(choices=keys, value=chosen),
-            curves_frame(runs.metrics(actor, run_id, tuple(chosen)) if chosen else {}),
+            _plot(runs.metrics(actor, run_id, tuple(chosen)) if chosen else {}),
             lines,
             gr.update(visible=runs.may_cancel(actor, run)),
             gr.update(visible=model is not None, value=f"Lineage of {model.ref}" if model else "Lineage"),
@@ -308,8 +313,8 @@ class RunsTab:
         """Other curves picked: the plot again (the rest of the panel stays)."""
         self.views.update(_session(request), metrics=tuple(curves or ()))
         if not run_id or not curves:
-            return curves_frame({})
-        return curves_frame(self.ctx.ws.runs.metrics(self.ctx.auth.actor(request), int(run_id), tuple(curves)))
+            return _plot({})
+        return _plot(self.ctx.ws.runs.metrics(self.ctx.auth.actor(request), int(run_id), tuple(curves)))
 
     @shows_errors(as_message("Not cancelled"))
     def on_cancel(self, run_id: float | None, request: gr.Request) -> str:
