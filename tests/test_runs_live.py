@@ -9,7 +9,6 @@ browser (test_webui_live_runs.py).
 from __future__ import annotations
 
 import io
-import json
 import os
 import pty
 import re
@@ -17,47 +16,17 @@ import subprocess
 import threading
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from backend.cli.runs import ProgressLine
 from backend.errors import Conflict, NotFound, PermissionDenied
 from backend.runners.base import RunState
-from backend.runners.local import external_id_for
 from backend.runs import RunProgress, fmt_duration
 from backend.runs.ingest import ingest_log
 from backend.runs.progress import duration_seconds
-from backend.store.models import Config, Run, utcnow
+from backend.store.models import Run, utcnow
 from tests.helpers import LFOPS, lfops_env
-from tests.runs_fixtures import approved_merge
-
-
-def _log_line(step: int, total: int, elapsed: str, remaining: str, loss: float | None = None) -> str:
-    record = {"current_steps": step, "total_steps": total}
-    if loss is not None:
-        record.update(loss=loss, lr=2e-4 * (total - step) / total, epoch=step / total)
-    record.update(percentage=round(step / total * 100, 2), elapsed_time=elapsed, remaining_time=remaining)
-    return json.dumps(record) + "\n"
-
-
-def _run_row(env, status: str = "running", submitter: str = "alice") -> tuple[int, object]:
-    """A run row of an approved config with its local run directory (no process)."""
-    approved_merge(env, f"live-{status}-{submitter}")
-    with env.ws.store.session() as s:
-        config_id = s.scalar(select(Config.id).order_by(Config.id.desc()).limit(1))
-        run = Run(
-            config_id=config_id,
-            backend="local",
-            status=status,
-            submitted_by_id=env.actor(submitter).id,
-            started_at=utcnow(),
-        )
-        s.add(run)
-        s.flush()
-        run.external_id = external_id_for(run.id)
-        run_id = run.id
-    out = env.ws.runs.runner.run_dir(external_id_for(run_id)) / "output"
-    out.mkdir(parents=True)
-    return run_id, out
+from tests.runs_fixtures import approved_merge, log_line, run_row
 
 
 def test_durations_read_as_llamafactory_writes_them():
@@ -72,12 +41,12 @@ def test_durations_read_as_llamafactory_writes_them():
 
 def test_progress_is_kept_while_training_and_complete_at_the_end(env):
     alice = env.actor("alice")
-    run_id, out = _run_row(env)
+    run_id, out = run_row(env)
     assert env.ws.runs.progress(alice, run_id).step is None  # nothing logged yet: running, no step
     log = out / "trainer_log.jsonl"
-    log.write_text(_log_line(1, 8, "0:00:02", "0:00:14", loss=2.5) + _log_line(2, 8, "0:00:04", "0:00:12", loss=2.4))
+    log.write_text(log_line(1, 8, "0:00:02", "0:00:14", loss=2.5) + log_line(2, 8, "0:00:04", "0:00:12", loss=2.4))
     with log.open("a") as fh:
-        fh.write(_log_line(3, 8, "0:00:06", "0:00:10", loss=2.3)[:20])  # LLaMA-Factory is still writing this one
+        fh.write(log_line(3, 8, "0:00:06", "0:00:10", loss=2.3)[:20])  # LLaMA-Factory is still writing this one
     assert ingest_log(env.ws.store, run_id, out) > 0
     progress = env.ws.runs.progress(alice, run_id)
     assert (progress.step, progress.total_steps, progress.percentage, progress.remaining_s) == (2, 8, 25.0, 12.0)
@@ -89,8 +58,8 @@ def test_progress_is_kept_while_training_and_complete_at_the_end(env):
     assert env.ws.runs.metric_keys(alice, run_id) == ["loss", "lr"]
 
     with log.open("a") as fh:  # the rest of step 3, then the last step twice (the second time without the loss)
-        fh.write(_log_line(3, 8, "0:00:06", "0:00:10", loss=2.3)[20:])
-        fh.write(_log_line(8, 8, "0:00:16", "0:00:00", loss=2.0) + _log_line(8, 8, "0:00:17", "0:00:00"))
+        fh.write(log_line(3, 8, "0:00:06", "0:00:10", loss=2.3)[20:])
+        fh.write(log_line(8, 8, "0:00:16", "0:00:00", loss=2.0) + log_line(8, 8, "0:00:17", "0:00:00"))
     ingest_log(env.ws.store, run_id, out)
     assert env.ws.runs.progress(alice, run_id).step == 8
     assert env.ws.runs.metrics(alice, run_id, ("elapsed_s",))["elapsed_s"] == [(1, 2), (2, 4), (3, 6), (8, 16)]
@@ -116,13 +85,13 @@ def test_what_moved_is_seen_once_and_only_when_something_moved(env):
     assert changes.observe() == []  # the first look takes the picture
     assert changes.observe() == [] and changes.revision == 0 and heard == []  # nothing runs: nothing moves
 
-    run_id, out = _run_row(env, status="queued")  # a new run (launched by any process)
+    run_id, out = run_row(env, status="queued")  # a new run (launched by any process)
     assert changes.observe() == [run_id]
     first = changes.revision
     assert heard == [first] and changes.moved(0, run_id).runs and changes.moved(0, run_id).run
     assert not changes.moved(first, run_id).anything
 
-    (out / "trainer_log.jsonl").write_text(_log_line(1, 4, "0:00:01", "0:00:03", loss=1.0))
+    (out / "trainer_log.jsonl").write_text(log_line(1, 4, "0:00:01", "0:00:03", loss=1.0))
     ingest_log(env.ws.store, run_id, out)  # a step logged: the run moved (and its row in the list)
     assert changes.observe() == [run_id]
     moved = changes.moved(first, run_id)
@@ -145,13 +114,13 @@ def test_what_moved_is_seen_once_and_only_when_something_moved(env):
 def test_a_run_that_came_and_went_between_two_looks_is_still_news(env):
     changes = env.ws.runs.changes
     changes.observe()
-    run_id, _out = _run_row(env, status="succeeded")  # e.g. `lfops launch --wait` in another process, all done
+    run_id, _out = run_row(env, status="succeeded")  # e.g. `lfops launch --wait` in another process, all done
     assert changes.observe() == [run_id] and changes.moved(0).runs
 
 
 def test_log_tail_is_bounded_and_read_like_run_details(env):
     alice = env.actor("alice")
-    run_id, out = _run_row(env)
+    run_id, out = run_row(env)
     log = out.parent / "train.log"
     lines = [f"line {i}" for i in range(5000)]
     bars = "\r".join(f"100%|{'#' * i}| {i}/8" for i in range(9))  # tqdm redraws one line with carriage returns
@@ -171,7 +140,7 @@ def test_log_tail_is_bounded_and_read_like_run_details(env):
 
 def test_cancel_is_offered_to_whom_it_is_allowed_and_only_while_the_run_is_unfinished(env):
     alice, rita, admin = env.actor("alice"), env.actor("rita"), env.actor("admin")
-    run_id, _out = _run_row(env, status="running")
+    run_id, _out = run_row(env, status="running")
     view = env.ws.runs.get(alice, run_id)
     assert env.ws.runs.may_cancel(alice, view) and env.ws.runs.may_cancel(admin, view)
     assert not env.ws.runs.may_cancel(rita, view) and not env.ws.runs.may_cancel(None, view)

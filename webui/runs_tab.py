@@ -9,17 +9,15 @@ a tick waits without doing anything.
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import pandas as pd
 
-from backend.errors import LfopsError
 from backend.runners.base import RunState
 from webui.context import AppContext
-from webui.errors import as_message, as_warning, invalid, problems, shows_errors
+from webui.errors import as_message, as_warning, invalid, shows_errors
 from webui.live import ACTIVE_WAIT_S, IDLE_WAIT_S, ChangeWaiter, PageView, PageViews
 from webui.paging import PAGE, page_offset
 from webui.plots import curves_caption, curves_figure, curves_frame, lineage_figure, progress_html
@@ -28,8 +26,6 @@ from webui.render import md_code, md_text
 if TYPE_CHECKING:
     from backend.auth import Actor
     from backend.runs import Moved, RunView
-
-log = logging.getLogger("lfops.webui")
 
 RUN_HEADERS = ["#", "status", "config", "commit", "change request", "submitted by", "final loss", "started", "seconds"]
 DEFAULT_CURVES = ("loss", "eval_loss")
@@ -352,26 +348,20 @@ class RunsTab:
             return (gr.skip(),) * 10
         return (gr.skip(), gr.skip(), gr.skip(), self._progress_only(view.run_id, request), *(gr.skip(),) * 6)
 
+    # A live update that fails (e.g. signed out meanwhile) leaves the page as it is; the next click says why, and an
+    # unexpected error is logged once with its reference (webui.errors).
+    @shows_errors(lambda _lines, moved, **_: (moved.revision, *(gr.skip(),) * 9))
     def _moved(self, moved: Moved, view: PageView, request: gr.Request) -> tuple:
-        """The outputs of a tick: the new revision, the list if it moved, the run panel if its run moved."""
-        skip_panel = (gr.skip(),) * 8
-        try:
-            actor = self.ctx.auth.actor(request)
-            rows = self._rows(actor, view) if moved.runs else gr.skip()
-            panel = self._panel(actor, view.run_id, view.metrics) if moved.run and view.run_id else skip_panel
-        except LfopsError as exc:  # e.g. signed out meanwhile: the page stays as it is, the next click says why
-            log.info("live update skipped: %s", exc)
-            return (moved.revision, gr.skip(), *skip_panel)
-        except Exception as exc:  # noqa: BLE001 - logged once with a reference; the page stays as it is
-            problems(exc, "RunsTab.on_tick")
-            return (moved.revision, gr.skip(), *skip_panel)
-        return (moved.revision, rows, *panel)
+        """The outputs of a pulse: the new revision, the list if it moved, the run panel if its run moved."""
+        actor = self.ctx.auth.actor(request)
+        rows = self._rows(actor, view) if moved.runs else gr.skip()
+        if moved.run and view.run_id:
+            return (moved.revision, rows, *self._panel(actor, view.run_id, view.metrics))
+        return (moved.revision, rows, *(gr.skip(),) * 8)
 
+    @shows_errors(lambda _lines, **_: gr.skip())
     def _progress_only(self, run_id: int, request: gr.Request) -> Any:
-        try:
-            return progress_html(self.ctx.ws.runs.progress(self.ctx.auth.actor(request), run_id))
-        except LfopsError:
-            return gr.skip()
+        return progress_html(self.ctx.ws.runs.progress(self.ctx.auth.actor(request), run_id))
 
     # ---- comparison ---------------------------------------------------------------------------------------------
 
