@@ -11,18 +11,19 @@ import pytest
 
 from tests.runs_fixtures import log_line, run_row
 from tests.webui_fixtures import build_in_process
+from webui import llamaboard as lb
 from webui import runs_tab as runs_module
 
 SKIP = gr.skip()
 
 
 @pytest.fixture
-def tab(env, monkeypatch):
+def app(env, monkeypatch):
     cwd = os.getcwd()
     monkeypatch.setattr(runs_module, "IDLE_WAIT_S", 0.3)
     monkeypatch.setattr(runs_module, "ACTIVE_WAIT_S", 0.3)
     try:
-        yield build_in_process(env).app.runs
+        yield build_in_process(env).app
     finally:
         os.chdir(cwd)
 
@@ -31,7 +32,8 @@ def page(name: str, session: str) -> gr.Request:
     return gr.Request(username=name, session_hash=session)
 
 
-def test_a_tick_renders_nothing_until_a_run_moves_then_the_page_as_it_is(tab, env):
+def test_a_tick_renders_nothing_until_a_run_moves_then_the_page_as_it_is(app, env):
+    tab = app.runs
     changes = env.ws.runs.changes
     changes.observe()  # the monitor's first look
     alice, rita = page("alice", "page-a"), page("rita", "page-r")
@@ -64,3 +66,14 @@ def test_a_tick_renders_nothing_until_a_run_moves_then_the_page_as_it_is(tab, en
     assert "step 1 / 4 (25%)" in progress and "about 0:00:03 left" in progress
     assert curves_pick["value"] == ["loss"] and plot["caption"] == "loss 2 at step 1"
     assert cancel["visible"] is True and lineage["visible"] is False and model == ""
+
+
+def test_llamaboards_footer_does_not_tick_without_an_accelerator(app):
+    """Its one output, the accelerator's memory, stays hidden on a machine without one: no request every 5 s from
+    every open page. The Runs tab's own timer stays on (its tick waits for a change)."""
+    from llamafactory.extras.misc import get_current_memory
+
+    if get_current_memory()[1] != -1:
+        pytest.skip("this machine has an accelerator: the footer shows its memory")
+    timers = {t: t.active for t in app.blocks.blocks.values() if isinstance(t, gr.Timer)}
+    assert timers == {app.runs.timer: True, lb.quiet_footer(app.blocks): False}
