@@ -260,7 +260,8 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     )
     assert f"Run #{run_ids[0]} — succeeded" in info and "train_loss" in info and f"model version `{model}`" in info
     assert re.search(r"succeeded · step (\d+) / \1 \(100%\)", progress), progress
-    assert {"loss", "lr", "grad_norm"} <= set(curves_pick["choices"]) and curves_pick["value"] == ["loss", "lr"]
+    assert {"loss", "lr"} <= set(curves_pick["choices"]) and curves_pick["value"] == ["loss", "lr"]
+    assert not set(curves_pick["choices"]) & {"total_steps", "percentage", "elapsed_s", "remaining_s", "epoch"}
     loss = web.env.ws.runs.metrics(web.env.actor("alice"), run_ids[0], ("loss",))["loss"]
     assert set(curves["value"]["metric"]) == {"loss", "lr"} and len(curves["value"]) == 2 * len(loss) > 0
     assert curves["caption"].startswith(f"loss {loss[-1][1]:.4g} at step {loss[-1][0]} · lr ")
