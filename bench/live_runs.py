@@ -163,10 +163,10 @@ def bench_latency(browser, server, workspace: Path, users: dict[str, str], cr: s
             samples["new run listed"].append(shown - created_at(workspace, run_id))
         for step, logged in sorted(moments.steps.items()):
             if logged > clicked + 1.0:  # the panel shows this run from the click on
-                at = first_at_step(events, step, after=logged - 5)
+                at = first_at_step(events, step, after=clicked)
                 if at is not None:
                     samples["step logged"].append(at - logged)
-        at = first_shown(events, "lfops-run-progress", "succeeded", after=moments.finished - 5)
+        at = first_shown(events, "lfops-run-progress", "succeeded", after=clicked)
         if at is not None:
             samples["finished"].append(at - moments.finished)
         page.evaluate("window.__lfops = []")
