@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from sqlalchemy import select
 
 from backend.config import TrainConfig
+from backend.runners.local import external_id_for
+from backend.store.models import Config, Run, utcnow
 from tests.helpers import wait_for
 
 # Four optimiser steps of the tiny model: a few seconds of training after ~15 s of start-up on two cores.
@@ -32,6 +36,36 @@ def approved_merge(env, name: str, **overrides) -> tuple[int, str]:
 def saved_unapproved(env, name: str, **overrides):
     alice = env.actor("alice")
     return env.ws.changes.save(alice, small_config(env, **overrides), name, f"{name}, not reviewed")
+
+
+def log_line(step: int, total: int, elapsed: str, remaining: str, loss: float | None = None) -> str:
+    """A trainer_log.jsonl line as LLaMA-Factory 0.9.5 writes it (callbacks.LogCallback.on_log)."""
+    record = {"current_steps": step, "total_steps": total}
+    if loss is not None:
+        record.update(loss=loss, lr=2e-4 * (total - step) / total, epoch=step / total)
+    record.update(percentage=round(step / total * 100, 2), elapsed_time=elapsed, remaining_time=remaining)
+    return json.dumps(record) + "\n"
+
+
+def run_row(env, status: str = "running", submitter: str = "alice") -> tuple[int, object]:
+    """A run row of an approved config with its local run directory (no process)."""
+    approved_merge(env, f"live-{status}-{submitter}")
+    with env.ws.store.session() as s:
+        config_id = s.scalar(select(Config.id).order_by(Config.id.desc()).limit(1))
+        run = Run(
+            config_id=config_id,
+            backend="local",
+            status=status,
+            submitted_by_id=env.actor(submitter).id,
+            started_at=utcnow(),
+        )
+        s.add(run)
+        s.flush()
+        run.external_id = external_id_for(run.id)
+        run_id = run.id
+    out = env.ws.runs.runner.run_dir(external_id_for(run_id)) / "output"
+    out.mkdir(parents=True)
+    return run_id, out
 
 
 def kill_leftover_runs(ws) -> None:

@@ -74,6 +74,22 @@ def test_metrics_are_stored_once_each_and_match_llamafactory_files(trained):
     assert view.final_metrics["train_runtime"] == pytest.approx(results["train_runtime"])
 
 
+def test_progress_is_what_llamafactory_logged(trained):
+    """Step, total, percentage and remaining time as trainer_log.jsonl has them (durations in seconds)."""
+    ws, alice = trained.env.ws, trained.env.actor("alice")
+    out = Path(ws.runs.get(alice, trained.run_id).output_dir)
+    logged = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    progress = ws.runs.progress(alice, trained.run_id)
+    assert progress.step == progress.total_steps == logged[-1]["total_steps"] == 8
+    assert progress.fraction == 1.0 and progress.remaining_s == 0 and progress.label == "succeeded"
+    remaining = ws.runs.metrics(alice, trained.run_id, ("remaining_s", "percentage"))
+    first = logged[0]
+    h, m, sec = (int(x) for x in first["remaining_time"].split(":"))
+    assert remaining["remaining_s"][0] == (first["current_steps"], h * 3600 + m * 60 + sec)
+    assert remaining["percentage"][-1] == (8, 100.0)
+    assert "remaining_s" not in ws.runs.metric_keys(alice, trained.run_id)
+
+
 def test_the_run_trained_exactly_its_commit_in_its_own_directory(trained):
     ws, alice = trained.env.ws, trained.env.actor("alice")
     view = ws.runs.get(alice, trained.run_id)

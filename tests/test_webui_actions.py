@@ -254,11 +254,22 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
         return rows if len(rows) == 2 and all(r[1] in ("succeeded", "failed", "lost") for r in rows) else None
 
     rows = wait_for(finished, timeout=300, what="both runs to finish")
-    assert [r[1] for r in rows] == ["succeeded", "succeeded"], runs.on_show(rows[0][0], request_for("rita"))[0]
+    assert [r[1] for r in rows] == ["succeeded", "succeeded"], runs.on_show(rows[0][0], [], request_for("rita"))[0]
     run_ids = sorted(r[0] for r in rows)
     assert runs.on_list("all", "", "bob", request_for("rita"))[0][0] == run_ids[1]
-    info, figure = runs.on_show(run_ids[0], request_for("alice"))
-    assert f"Run #{run_ids[0]} — succeeded" in info and "train_loss" in info and figure is not None
+    info, progress, curves_pick, curves, log, cancel, lineage, model = runs.on_show(
+        run_ids[0], ["loss", "lr"], request_for("alice")
+    )
+    assert f"Run #{run_ids[0]} — succeeded" in info and "train_loss" in info and f"model version `{model}`" in info
+    assert re.search(r"succeeded · step (\d+) / \1 \(100%\)", progress), progress
+    assert {"loss", "lr"} <= set(curves_pick["choices"]) and curves_pick["value"] == ["loss", "lr"]
+    assert not set(curves_pick["choices"]) & {"total_steps", "percentage", "elapsed_s", "remaining_s", "epoch"}
+    loss = web.env.ws.runs.metrics(web.env.actor("alice"), run_ids[0], ("loss",))["loss"]
+    assert set(curves["value"]["metric"]) == {"loss", "lr"} and len(curves["value"]) == 2 * len(loss) > 0
+    assert curves["caption"].startswith(f"loss {loss[-1][1]:.4g} at step {loss[-1][0]} · lr ")
+    assert "train_runtime" in log or "***** train metrics *****" in log, log
+    assert cancel["visible"] is False and lineage["visible"] is True  # finished: no Cancel; its model's lineage
+    assert lineage["value"] == f"Lineage of {model}"
     table, curves = runs.on_compare(f"{run_ids[0]}, {run_ids[1]}", request_for("alice"))
     assert list(table.columns) == ["parameter", f"run #{run_ids[0]}", f"run #{run_ids[1]}"]
     assert table.iloc[-1, 0] == "final train_loss" and curves is not None

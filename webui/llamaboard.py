@@ -321,10 +321,28 @@ def finish(blocks: gr.Blocks, board: LlamaBoard) -> None:
     engine, manager = board.engine, board.engine.manager
     lang = manager.get_elem_by_id("top.lang")
     manager.add_elems("footer", create_footer())
+    quiet_footer(blocks)
     # engine.resume never re-attaches: ReviewedRunner.running stays False and PerUserChat answers per user.
     blocks.load(engine.resume, outputs=manager.get_elem_list(), concurrency_limit=None)
     lang.change(engine.change_lang, [lang], manager.get_elem_list(), queue=False)
     lang.input(lb_common.save_config, inputs=[lang], queue=False)
+
+
+def quiet_footer(blocks: gr.Blocks) -> gr.Timer | None:
+    """LlamaBoard's footer asks for the accelerator's memory every 5 s from every open page; with no accelerator its
+    slider stays hidden, so its timer is switched off here and an idle page costs nothing (docs/live-runs.md)."""
+    from llamafactory.extras.misc import get_current_memory
+
+    if get_current_memory()[1] != -1:
+        return None
+    for dep in blocks.fns.values():
+        if getattr(dep.fn, "__name__", "") == "get_device_memory":
+            for block_id, event in dep.targets:
+                timer = blocks.blocks.get(block_id)
+                if event == "tick" and isinstance(timer, gr.Timer):
+                    timer.active = False
+                    return timer
+    return None
 
 
 def _preview_inputs(blocks: gr.Blocks, board: LlamaBoard) -> list:

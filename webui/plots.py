@@ -1,10 +1,20 @@
-"""Pictures for the Runs & lineage tab: metric curves and a model's lineage graph (matplotlib, no pyplot state)."""
+"""Pictures for the Runs & lineage tab: a run's progress bar (HTML), its curves as data for an interactive plot, the
+curves of compared runs and a model's lineage graph (matplotlib, no pyplot state)."""
 
 from __future__ import annotations
 
+import html
 import textwrap
+from typing import TYPE_CHECKING
 
+import pandas as pd
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from backend.runs import RunProgress
+
+CURVE_COLUMNS = ["step", "value", "metric"]
+_BAR_COLOURS = {"succeeded": "#16a34a", "failed": "#dc2626", "cancelled": "#9ca3af", "lost": "#9ca3af"}
 
 # Left to right: what a model is made from, then what was made of it.
 _KIND_COLOURS = {
@@ -16,6 +26,39 @@ _KIND_COLOURS = {
     "model": "#fce7f3",
     "deployment": "#ede9fe",
 }
+
+
+def progress_html(progress: RunProgress | None) -> str:
+    """A progress bar with the run's status, step of the total, elapsed and remaining time (RunProgress's words)."""
+    if progress is None:
+        return "<div id='lfops-progress-empty'></div>"
+    fraction = progress.fraction
+    width = 0.0 if fraction is None else fraction * 100
+    colour = _BAR_COLOURS.get(progress.status, "#2563eb")
+    step = "" if progress.step is None else str(progress.step)
+    total = "" if progress.total_steps is None else str(progress.total_steps)
+    return (
+        f"<div class='lfops-progress' data-status='{html.escape(progress.status)}' data-step='{step}' "
+        f"data-total='{total}' role='progressbar' aria-valuemin='0' aria-valuemax='100' aria-valuenow='{width:.0f}'>"
+        "<div style='height:10px;border-radius:5px;background:var(--border-color-primary, #e5e7eb);overflow:hidden'>"
+        f"<div style='height:100%;width:{width:.1f}%;background:{colour};transition:width .4s'></div></div>"
+        "<div class='lfops-progress-text' style='margin-top:4px;font-size:14px'>"
+        f"{html.escape(progress.summary())}</div></div>"
+    )
+
+
+def curves_frame(curves: dict[str, list[tuple[int, float]]]) -> pd.DataFrame:
+    """Curves as the long table an interactive line plot takes: one row per (step, value, metric)."""
+    rows = [(step, value, name) for name, points in curves.items() for step, value in points]
+    frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    return frame.astype({"step": "int64", "value": "float64", "metric": "str"})
+
+
+def curves_caption(curves: dict[str, list[tuple[int, float]]]) -> str:
+    """The last point of each curve ("loss 5.842 at step 16"); it changes with every new point, which is also what
+    makes Gradio's line plot draw the new data with fresh scales (it keeps those of its first drawing otherwise)."""
+    last = [f"{name} {points[-1][1]:.4g} at step {points[-1][0]}" for name, points in curves.items() if points]
+    return " · ".join(last) or "no points yet"
 
 
 def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str = "") -> Figure | None:

@@ -6,23 +6,27 @@ Exit codes: 0 done / succeeded, 1 the run asked about did not succeed, 2 error.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import shutil
+import sys
+from typing import TYPE_CHECKING, TextIO
 
 from backend.cli.common import Subparsers, fmt_loss, page_arguments, print_more, workspace_and_actor
 from backend.cli.remote import Remote
 from backend.errors import LfopsError
+from backend.runners.base import RunState
 
 if TYPE_CHECKING:
     from backend.auth import Actor
     from backend.registry import ModelVersionView
     from backend.runners.base import Resources
-    from backend.runs import RunView
+    from backend.runs import RunProgress, RunView
     from backend.workspace import Workspace
 
 
 def print_run(view: RunView) -> None:
     cr = f"#{view.change_request_id}" if view.change_request_id else "-"
-    print(f"run #{view.id} [{view.status}] {view.config_path} @ {view.commit[:12]} (change request {cr})")
+    status = RunState(view.status).label
+    print(f"run #{view.id} [{status}] {view.config_path} @ {view.commit[:12]} (change request {cr})")
     print(f"  submitted by {view.submitted_by}  backend {view.backend} {view.external_id}")
     print(f"  config hash {view.config_hash}\n  dataset version {view.dataset_version}")
     if view.override_reason:
@@ -41,12 +45,46 @@ def print_run(view: RunView) -> None:
         print(f"  final train loss {fmt_loss(view.final_loss)}")
 
 
+class ProgressLine:
+    """The run's progress while `--wait` waits: one line redrawn in place on a terminal; on anything else (a log, CI)
+    a plain line each time the status or the step changes. The text is RunProgress's, as the WebUI shows it."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self._drawn = 0  # characters of the line now on the terminal
+        self._last: tuple[str, int | None] | None = None
+
+    def __call__(self, progress: RunProgress) -> None:
+        text = f"run #{progress.run_id} {progress.bar()} {progress.summary()}"
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn with \r
+            text = text[:width]
+            self.stream.write("\r" + text + " " * max(0, self._drawn - len(text)))
+            self._drawn = len(text)
+            if progress.finished:
+                self.stream.write("\n")
+                self._drawn = 0
+            self.stream.flush()
+        elif (progress.status, progress.step) != self._last:
+            self._last = (progress.status, progress.step)
+            print(text, file=self.stream, flush=True)
+
+    def end(self) -> None:
+        """Stopped mid-line (a timeout, Ctrl-C): what is printed next starts on its own line."""
+        if self._drawn:
+            self.stream.write("\n")
+            self._drawn = 0
+
+
 def wait_and_report(ws: Workspace, actor: Actor, run_id: int, timeout: float | None) -> int:
     monitor = ws.runs.start_monitor()
+    line = ProgressLine()
     try:
-        view = ws.runs.wait(actor, run_id, timeout=timeout)
+        view = ws.runs.wait(actor, run_id, timeout=timeout, on_progress=line)
     finally:
         monitor.stop()
+        line.end()
     print_run(view)
     model = ws.registry.for_run(run_id)
     if model is not None:

@@ -9,6 +9,7 @@ A runner only runs things; the policy (approved, merged commits only) and the ru
 from __future__ import annotations
 
 import abc
+import collections
 import enum
 import re
 from collections.abc import Iterator, Mapping
@@ -31,6 +32,22 @@ class RunState(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST)
+
+    @property
+    def label(self) -> str:
+        """What the CLI and the WebUI show (the value is what the database stores)."""
+        return _RUN_STATE_LABELS[self]
+
+
+_RUN_STATE_LABELS = {
+    RunState.QUEUED: "queued",
+    RunState.PENDING: "waiting for resources",
+    RunState.RUNNING: "running",
+    RunState.SUCCEEDED: "succeeded",
+    RunState.FAILED: "failed",
+    RunState.CANCELLED: "cancelled",
+    RunState.LOST: "lost by its runner",
+}
 
 
 # Resources as the user sees them: the manifests' own names by default; the CLI and the WebUI pass their labels.
@@ -172,6 +189,18 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def logs(self, external_id: str, follow: bool = False) -> Iterator[str]: ...
+
+    def log_tail(self, external_id: str, max_lines: int, max_bytes: int) -> list[str]:
+        """The last lines of the run's log, at most `max_lines` and about `max_bytes` (the page's log panel). This
+        reads the whole log through `logs`, keeping only the tail; runners that can seek override it."""
+        tail: collections.deque[str] = collections.deque(maxlen=max_lines)
+        size = 0
+        for line in self.logs(external_id, follow=False):
+            tail.append(line[:max_bytes])
+            size += len(line)
+            while size > max_bytes and len(tail) > 1:
+                size -= len(tail.popleft())
+        return list(tail)
 
     @abc.abstractmethod
     def cancel(self, external_id: str, reason: str = "cancelled") -> None:

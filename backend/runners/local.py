@@ -331,6 +331,26 @@ class LocalRunner(Runner):
                     return
                 time.sleep(poll)
 
+    def log_tail(self, external_id: str, max_lines: int, max_bytes: int) -> list[str]:
+        """The end of the log as a terminal shows it: a line redrawn with carriage returns (tqdm's progress bars) is
+        its last drawing. Reads at most `max_bytes` from the end of the file; a cut first line is left out."""
+        path = self.log_path(external_id)
+        try:
+            with open(path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                start = max(0, size - max_bytes)
+                fh.seek(start)
+                data = fh.read(size - start)
+        except FileNotFoundError:
+            return []
+        lines = data.replace(b"\r\n", b"\n").split(b"\n")
+        if start > 0:
+            lines = lines[1:]
+        shown = [line.rstrip(b"\r").rsplit(b"\r", 1)[-1].decode(errors="replace") for line in lines]
+        while shown and not shown[-1]:
+            shown.pop()
+        return shown[-max_lines:]
+
     # ---- cancel -------------------------------------------------------------------------------------------------
 
     def cancel(self, external_id: str, reason: str = "cancelled") -> None:

@@ -7,6 +7,8 @@ queries     RunQueries: get, list, metrics, logs
 runner_set  RunnerSet: the default runner and the others, made on first use
 repair      RunRepair: the runs' invariants checked against the runners, and repaired (backend.reconcile's run side)
 monitor     RunMonitor: the background thread that advances runs, and repairs them at start and periodically
+changes     RunChanges: revision numbers that move when a run appears, changes status or logs a step (for live pages)
+progress    RunProgress: step / total, elapsed and remaining time, as the CLI and the WebUI show them
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from backend.gitstore import GitStore
 from backend.preflight import Preflight
 from backend.runners.base import Runner
+from backend.runs.changes import RunChanges
 from backend.runs.launching import Launcher
 from backend.runs.monitor import RunMonitor
 from backend.runs.policy import LaunchPolicy
@@ -34,7 +37,8 @@ if TYPE_CHECKING:
 class Runs:
     """The verbs on runs, each served by the part that owns it (bound in __init__, so a verb's signature and its
     documentation live in one place: resolve/refusal in LaunchPolicy, launch/preview/reproduce in Launcher,
-    advance/advance_run/wait/cancel in Tracker, get/list/metrics/logs in RunQueries, reconcile in RunRepair)."""
+    advance/advance_run/wait/cancel/may_cancel in Tracker, get/list/metrics/progress/logs in RunQueries, reconcile in
+    RunRepair; `changes` says what moved, for pages that wait for it)."""
 
     def __init__(
         self,
@@ -54,6 +58,7 @@ class Runs:
         self.tracker = Tracker(store, self.runners, self.queries, registry)
         self.launcher = Launcher(store, repo, self.policy, self.runners, self.tracker, self.queries, registry)
         self.repair = RunRepair(store, self.runners, self.tracker, registry)
+        self.changes = RunChanges(store)
         self._monitor: RunMonitor | None = None
         self._monitor_lock = threading.Lock()
 
@@ -66,10 +71,14 @@ class Runs:
         self.advance_run = self.tracker.advance_run
         self.wait = self.tracker.wait
         self.cancel = self.tracker.cancel
+        self.may_cancel = self.tracker.may_cancel
         self.get = self.queries.get
         self.list = self.queries.list
         self.metrics = self.queries.metrics
+        self.metric_keys = self.queries.metric_keys
+        self.progress = self.queries.progress
         self.logs = self.queries.logs
+        self.log_tail = self.queries.log_tail
         self.reconcile = self.repair.check
 
     @property
@@ -86,7 +95,7 @@ class Runs:
         starting it twice returns the same one)."""
         with self._monitor_lock:
             if self._monitor is None or not self._monitor.alive:
-                self._monitor = RunMonitor(self.tracker, interval, reconciler=self.repair)
+                self._monitor = RunMonitor(self.tracker, interval, reconciler=self.repair, observer=self.changes)
                 self._monitor.start()
             return self._monitor
 

@@ -1,21 +1,24 @@
-"""Metrics of a run from LLaMA-Factory's files in its output_dir: `trainer_log.jsonl` tailed while it trains,
-`trainer_state.json` (what the log does not carry) and `all_results.json` (the final summary) at the end."""
+"""Metrics of a run from LLaMA-Factory's files in its output_dir: `trainer_log.jsonl` tailed while it trains (with its
+progress: total steps, percentage, elapsed and remaining time), `trainer_state.json` (what the log does not carry) and
+`all_results.json` (the final summary) at the end."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend.runs.progress import DURATION_FIELDS, duration_seconds
 from backend.store import Store
 from backend.store.models import Metric, Run
 
-# trainer_log.jsonl fields that are bookkeeping, not metrics.
-_NOT_METRICS = {"current_steps", "total_steps", "elapsed_time", "remaining_time"}
+# trainer_log.jsonl's step: the row's step, not a metric. Its progress fields are kept (backend.runs.progress).
+_NOT_METRICS = {"current_steps"}
 # trainer_state.json names what trainer_log.jsonl calls otherwise.
 _STATE_KEY_NAMES = {"learning_rate": "lr"}
 
@@ -56,7 +59,7 @@ def ingest_log(store: Store, run_id: int, out: Path) -> int:
         rows = []
         for record in records:
             step = record["current_steps"]
-            for key, value in record.items():
+            for key, value in log_values(record):
                 if key not in _NOT_METRICS and is_number(value) and (step, key[:64]) not in have:
                     have.add((step, key[:64]))
                     rows.append(Metric(run_id=run_id, step=step, key=key[:64], value=float(value)))
@@ -68,6 +71,15 @@ def ingest_log(store: Store, run_id: int, out: Path) -> int:
             return 0
         s.add_all(rows)
     return len(rows)
+
+
+def log_values(record: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """A trainer_log.jsonl record's fields as metric keys and values: durations ("0:01:02") in seconds."""
+    for key, value in record.items():
+        if key in DURATION_FIELDS:
+            yield DURATION_FIELDS[key], duration_seconds(value)
+        else:
+            yield key, value
 
 
 def ingest_state(s: Session, run_id: int, out: Path) -> None:

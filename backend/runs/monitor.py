@@ -20,6 +20,10 @@ class Advances(Protocol):
     def advance(self) -> list[int]: ...
 
 
+class Observes(Protocol):
+    def observe(self) -> list[int]: ...
+
+
 class Reconciles(Protocol):
     def needed(self) -> bool: ...
 
@@ -28,7 +32,8 @@ class Reconciles(Protocol):
 
 class RunMonitor:
     """Calls `runs.advance()` every `interval` seconds until stopped, and `reconciler.check(repair=True)` at start and
-    every `reconcile_every` seconds; one failing pass does not end it."""
+    every `reconcile_every` seconds; after each pass `observer.observe()` (backend.runs.changes: what moved, for the
+    pages waiting on it); one failing pass does not end it."""
 
     def __init__(
         self,
@@ -36,11 +41,13 @@ class RunMonitor:
         interval: float = 1.0,
         reconciler: Reconciles | None = None,
         reconcile_every: float = RECONCILE_EVERY_S,
+        observer: Observes | None = None,
     ) -> None:
         self.runs = runs
         self.interval = interval
         self.reconciler = reconciler
         self.reconcile_every = reconcile_every
+        self.observer = observer
         self.reconciled = 0  # passes done, for whoever wants to know the start-up pass happened
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lfops-run-monitor", daemon=True)
@@ -75,6 +82,8 @@ class RunMonitor:
                     self.reconcile()
                     self.reconciled += 1
                 self.runs.advance()
+                if self.observer is not None:
+                    self.observer.observe()
             except Exception:  # noqa: BLE001 - the monitor must outlive one bad pass (e.g. the database restarting)
                 log.exception("run monitor pass failed")
             self._stop.wait(self.interval)

@@ -1,4 +1,5 @@
-"""Reading runs: the flat run view, the one query every list of runs is built from, and the read verbs.
+"""Reading runs: the flat run view, the one query every list of runs is built from, and the read verbs (a run, a
+list, curves, progress, logs).
 
 Lists of runs (here and in lineage) skip the ORM's per-row object building: `runs_query()` selects plain columns of the
 run, its config and its submitter, and `run_views()` builds the views from them.
@@ -14,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, cast, select, text
+from sqlalchemy import Text, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from backend.auth import Actor, require
 from backend.errors import InvalidQuery, LfopsError, NotFound
 from backend.runners.base import RunState
 from backend.runs.params import parse_filters, where_clauses
+from backend.runs.progress import CURVE_EXCLUDED, PERCENTAGE, PROGRESS_KEYS, REMAINING, TOTAL_STEPS, RunProgress
 from backend.store import Store
 from backend.store.models import Config, Metric, Run, User, utcnow
 
@@ -33,6 +35,10 @@ COMMIT_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 MAX_ID = 2**31 - 1
 # How a list of runs is ordered: newest first, or best (lowest) final loss first (runs without one last).
 ORDERS = ("newest", "loss")
+
+# A log panel's tail: what is asked for by default, and the most any caller gets.
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 200, 64 * 1024
+LOG_TAIL_LINES_LIMIT, LOG_TAIL_BYTES_LIMIT = 5000, 1024 * 1024
 
 
 def id_in_range(value: int) -> bool:
@@ -204,7 +210,7 @@ def run_row(s: Session, run_id: int) -> Run:
 
 
 class RunQueries:
-    """get, list, metrics and logs of runs (every verb checks the actor may read)."""
+    """get, list, metrics, progress and logs of runs (every verb checks the actor may read)."""
 
     def __init__(self, store: Store, runners: RunnerSet) -> None:
         self.store = store
@@ -283,8 +289,60 @@ class RunQueries:
                 curves[key].append((step, value))
             return curves
 
+    def metric_keys(self, actor: Actor, run_id: int) -> list[str]:
+        """The keys of a run's curves (loss, lr, grad_norm, eval_loss...), without its progress bookkeeping."""
+        require(actor, "read")
+        with self.store.session() as s:
+            run_row(s, run_id)
+            keys = s.scalars(select(Metric.key).where(Metric.run_id == run_id).distinct())
+            return sorted(k for k in keys if k not in CURVE_EXCLUDED)
+
+    def progress(self, actor: Actor, run_id: int) -> RunProgress:
+        """Where the run stands: status, the last logged step of the total, elapsed and remaining time."""
+        view = self.get(actor, run_id)
+        with self.store.session() as s:
+            # the latest row of each progress key: one index range per key (run_id, key, step)
+            latest = (
+                select(Metric.key, func.max(Metric.step).label("step"))
+                .where(Metric.run_id == run_id, Metric.key.in_(PROGRESS_KEYS))
+                .group_by(Metric.key)
+                .subquery()
+            )
+            rows = s.execute(
+                select(Metric.key, Metric.step, Metric.value)
+                .join(latest, (Metric.key == latest.c.key) & (Metric.step == latest.c.step))
+                .where(Metric.run_id == run_id)
+            ).all()
+        values = {key: value for key, _step, value in rows}
+        step = max((step for _key, step, _value in rows), default=None)
+        total = values.get(TOTAL_STEPS)
+        finished = view.finished
+        return RunProgress(
+            run_id=view.id,
+            status=view.status,
+            step=step,
+            total_steps=int(total) if total else None,
+            percentage=values.get(PERCENTAGE),
+            elapsed_s=view.duration_s,
+            remaining_s=0.0 if finished else values.get(REMAINING),
+            started_at=view.started_at,
+            finished_at=view.finished_at,
+        )
+
     def logs(self, actor: Actor, run_id: int, follow: bool = False) -> Iterator[str]:
         view = self.get(actor, run_id)
         if not view.external_id:
             return iter(())
         return self.runners.get(view.backend).logs(view.external_id, follow=follow)
+
+    def log_tail(
+        self, actor: Actor, run_id: int, max_lines: int = LOG_TAIL_LINES, max_bytes: int = LOG_TAIL_BYTES
+    ) -> list[str]:
+        """The last lines of the run's log (bounded: at most `max_lines`, read from the last `max_bytes`); the same
+        permission as the run's details."""
+        view = self.get(actor, run_id)
+        if not view.external_id:
+            return []
+        max_lines = max(1, min(max_lines, LOG_TAIL_LINES_LIMIT))
+        max_bytes = max(1024, min(max_bytes, LOG_TAIL_BYTES_LIMIT))
+        return self.runners.get(view.backend).log_tail(view.external_id, max_lines, max_bytes)

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,6 +32,7 @@ from backend.filelock import file_lock
 from backend.runners.base import Resources, RunState
 from backend.runs.ingest import final_metrics, ingest_log, ingest_state
 from backend.runs.launchers import launcher_of
+from backend.runs.progress import RunProgress
 from backend.runs.queries import RunQueries, RunView, aware, run_row
 from backend.runs.runner_set import RunnerSet
 from backend.store import Store
@@ -236,10 +237,17 @@ class Tracker:
         for run_id in self.unregistered():
             self.register(run_id, wait=False)
 
-    def wait(self, actor: Actor, run_id: int, timeout: float | None = None, poll: float = 0.5) -> RunView:
+    def wait(
+        self,
+        actor: Actor,
+        run_id: int,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_progress: Callable[[RunProgress], None] | None = None,
+    ) -> RunView:
         """Until the run ends. Between full tracking passes (database, metrics; once a second) only the runner's
         own status is polled, which is cheap: polling the database 20 times a second slowed a 2-core training by
-        several percent."""
+        several percent. `on_progress` gets the run's progress after each full pass, the last one included."""
         require(actor, "read")
         deadline = None if timeout is None else time.monotonic() + timeout
         last_pass = -math.inf
@@ -249,6 +257,8 @@ class Tracker:
                 last_pass = time.monotonic()
                 self.advance_run(run_id)
                 view = self.queries.get(actor, run_id)
+                if on_progress is not None:
+                    on_progress(self.queries.progress(actor, run_id))
                 if view.finished:
                     return view
                 if deadline is not None and time.monotonic() > deadline:
@@ -257,15 +267,19 @@ class Tracker:
             if view.external_id:
                 ended = self.runners.get(view.backend).status(view.external_id).state.finished
 
+    @staticmethod
+    def may_cancel(actor: Actor | None, view: RunView) -> bool:
+        """Whether `actor` may cancel this run now: it is unfinished, and theirs (or they are an admin)."""
+        return _cancel_refusal(actor, view.id, view.status, view.submitted_by) is None
+
     def cancel(self, actor: Actor, run_id: int) -> RunView:
         """End a run and its whole process tree; its submitter or an admin may."""
         require(actor, "run.cancel")
         with self.store.session() as s:
             run = run_row(s, run_id)
-            if run.submitted_by_id != actor.id and not actor.can("run.override"):
-                raise PermissionDenied(f"{actor.name} may not cancel run #{run_id} of {run.submitted_by.name}")
-            if run.status not in ACTIVE:
-                raise Conflict(f"run #{run_id} is already {run.status}")
+            refusal = _cancel_refusal(actor, run_id, run.status, run.submitted_by.name)
+            if refusal is not None:
+                raise refusal
             external_id, backend = run.external_id, run.backend
             audit.record(s, actor, "run.cancel", f"run:{run_id}")
         reason = f"cancelled by {actor.name}"
@@ -278,6 +292,17 @@ class Tracker:
         if not external_id:
             self.finish(run_id, RunState.CANCELLED, reason, None)
         return self.queries.get(actor, run_id)
+
+
+def _cancel_refusal(actor: Actor | None, run_id: int, status: str, submitter: str) -> LfopsError | None:
+    """The one rule for cancelling (the verb, and whether a Cancel button is offered): why `actor` may not, or None."""
+    if actor is None or not actor.can("run.cancel"):
+        return PermissionDenied(f"{actor.name if actor else 'nobody'} may not cancel run #{run_id}")
+    if submitter != actor.name and not actor.can("run.override"):
+        return PermissionDenied(f"{actor.name} may not cancel run #{run_id} of {submitter}")
+    if status not in ACTIVE:
+        return Conflict(f"run #{run_id} is already {RunState(status).label}")
+    return None
 
 
 @contextmanager
