@@ -212,7 +212,11 @@ def load_lfops(url: str, data: Data) -> tuple[object, float]:
         ),
     )
     # the rows a launch writes (backend.runs.params.param_rows: the one rule of what is searchable)
-    params = (row for r in data.runs for row in param_rows(r["id"], data.configs[r["config_id"] - 1]["params"]))
+    params = (
+        row
+        for r in data.runs
+        for row in param_rows(r["id"], data.configs[r["config_id"] - 1]["params"], r["final_loss"])
+    )
     _insert(eng, m.RunParam.__table__, params)
     _analyze(eng)
     return store, time.perf_counter() - start

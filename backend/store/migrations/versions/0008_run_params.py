@@ -1,8 +1,9 @@
 """run params: hyperparameter search by index
 
 - run_params: one row per searchable hyperparameter of a run (its config's flat LLaMA-Factory keys), typed (`num` for
-  numbers, `text` for text and booleans), indexed on (key, num) and (key, text); backfilled here from the configs of
-  the runs already recorded (backend.runs.params decides what is searchable).
+  numbers, `text` for text and booleans) with a copy of its run's final loss (`loss`, +inf while none), indexed on
+  (key, num, loss) and (key, text, loss) so an equality is read in "best loss first" order; backfilled here from the
+  configs and losses of the runs already recorded (backend.runs.params decides what is searchable).
 - runs: an index on (final_loss, id), so "best loss first" reads runs in order.
 
 Revision ID: 0008_run_params
@@ -29,12 +30,13 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("num", sa.Float(), nullable=True),
         sa.Column("text", sa.String(length=255), nullable=True),
+        sa.Column("loss", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"]),
         sa.PrimaryKeyConstraint("run_id", "key"),
         sqlite_with_rowid=False,  # SQLite: probing (run id, key) for its value is one seek in the key's b-tree
     )
-    op.create_index("ix_run_params_key_num", "run_params", ["key", "num", "run_id"], unique=False)
-    op.create_index("ix_run_params_key_text", "run_params", ["key", "text", "run_id"], unique=False)
+    op.create_index("ix_run_params_key_num", "run_params", ["key", "num", "loss", "run_id"], unique=False)
+    op.create_index("ix_run_params_key_text", "run_params", ["key", "text", "loss", "run_id"], unique=False)
     op.create_index("ix_runs_final_loss", "runs", ["final_loss", "id"], unique=False)
     _backfill(run_params)
 
@@ -44,9 +46,11 @@ def _backfill(run_params: sa.Table) -> None:
 
     bind = op.get_bind()
     rows: list[dict] = []
-    query = sa.text("SELECT runs.id, CAST(configs.params AS TEXT) FROM runs JOIN configs ON runs.config_id = configs.id")
-    for run_id, params in bind.execute(query):
-        rows.extend(param_rows(run_id, json.loads(params) if params else {}))
+    query = sa.text(
+        "SELECT runs.id, CAST(configs.params AS TEXT), runs.final_loss FROM runs JOIN configs ON runs.config_id = configs.id"
+    )
+    for run_id, params, final_loss in bind.execute(query):
+        rows.extend(param_rows(run_id, json.loads(params) if params else {}, final_loss))
         if len(rows) >= BACKFILL_BATCH:
             bind.execute(sa.insert(run_params), rows)
             rows = []
