@@ -4,6 +4,9 @@
   numbers, `text` for text and booleans) with a copy of its run's final loss (`loss`, +inf while none), indexed on
   (key, num, loss) and (key, text, loss) so an equality is read in "best loss first" order; backfilled here from the
   configs and losses of the runs already recorded (backend.runs.params decides what is searchable).
+- PostgreSQL: extended statistics (most common values) of (key, num) and (key, text): the planner otherwise takes the
+  key and the value as independent, estimates "learning_rate = 2e-4" at 700 runs instead of 17,000, and sorts after a
+  hash join (200 ms) instead of reading the index in loss order (~350 rows, 8 ms). SQLite's ANALYZE needs no help.
 - runs: an index on (final_loss, id), so "best loss first" reads runs in order.
 
 Revision ID: 0008_run_params
@@ -38,6 +41,9 @@ def upgrade() -> None:
     op.create_index("ix_run_params_key_num", "run_params", ["key", "num", "loss", "run_id"], unique=False)
     op.create_index("ix_run_params_key_text", "run_params", ["key", "text", "loss", "run_id"], unique=False)
     op.create_index("ix_runs_final_loss", "runs", ["final_loss", "id"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE STATISTICS run_params_key_num (mcv) ON key, num FROM run_params")
+        op.execute("CREATE STATISTICS run_params_key_text (mcv) ON key, text FROM run_params")
     _backfill(run_params)
 
 
@@ -59,6 +65,9 @@ def _backfill(run_params: sa.Table) -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP STATISTICS IF EXISTS run_params_key_text")
+        op.execute("DROP STATISTICS IF EXISTS run_params_key_num")
     op.drop_index("ix_runs_final_loss", table_name="runs")
     op.drop_index("ix_run_params_key_text", table_name="run_params")
     op.drop_index("ix_run_params_key_num", table_name="run_params")
