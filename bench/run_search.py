@@ -21,7 +21,7 @@ mlflow-skinny 3.18.0 is not on the package index here (only the full mlflow 3.18
 
     .venv/bin/python bench/run_search.py [--runs 100000] [--iterations 30] [--mlflow-iterations 10]
                                          [--pg-url URL | $LFOPS_BENCH_PG_URL] [--backends sqlite,postgresql]
-                                         [--skip-mlflow]
+                                         [--skip-mlflow] [--explain]
 """
 
 from __future__ import annotations
@@ -145,8 +145,14 @@ def _insert(engine, table, rows) -> None:  # noqa: ANN001 - SQLAlchemy engine an
 
 
 def _analyze(engine) -> None:  # noqa: ANN001
+    """Statistics, and on PostgreSQL the visibility map autovacuum would set after a bulk load (index-only scans
+    otherwise visit the table for every row); the same for both sides."""
     from sqlalchemy import text
 
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+        return
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
 
@@ -212,7 +218,11 @@ def load_lfops(url: str, data: Data) -> tuple[object, float]:
         ),
     )
     # the rows a launch writes (backend.runs.params.param_rows: the one rule of what is searchable)
-    params = (row for r in data.runs for row in param_rows(r["id"], data.configs[r["config_id"] - 1]["params"]))
+    params = (
+        row
+        for r in data.runs
+        for row in param_rows(r["id"], data.configs[r["config_id"] - 1]["params"], r["final_loss"])
+    )
     _insert(eng, m.RunParam.__table__, params)
     _analyze(eng)
     return store, time.perf_counter() - start
@@ -237,6 +247,53 @@ def bench_lfops(store, data: Data, iterations: int) -> list[float]:  # noqa: ANN
     got = [v.id for v in search((rank, lr)).items if v.final_loss is not None]
     assert got == expected_page(data, rank, lr)[: len(got)] and len(got) >= PAGE * 0.8, (got[:5], rank, lr)
     return timed(search, keys(iterations), warmup=3)
+
+
+def explain_lfops(store, iterations: int) -> float:  # noqa: ANN001
+    """The page query's plan, and its own median time (the statement alone, as the driver runs it: no Python
+    building of the query or the views), so the figure does not hang on the machine's load as much. Prints the plan;
+    returns milliseconds (SQLite: the statement run and fetched; PostgreSQL: EXPLAIN ANALYZE's execution time)."""
+    from sqlalchemy import event
+
+    from backend.auth import Actor
+    from backend.runs.queries import RunQueries
+
+    seen: list[tuple[str, object]] = []
+    capture = lambda conn, cursor, statement, parameters, context, many: seen.append((statement, parameters))  # noqa: E731, ARG005
+    queries = RunQueries(store, None)  # type: ignore[arg-type]
+    actor = Actor(1, "bench", "analyst", "bench@lfops.local")
+    pairs = keys(iterations, seed=3)
+    statements = []
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        for rank, lr in pairs:
+            seen.clear()
+            queries.list(actor, params=[f"lora_rank={rank}", f"learning_rate={lr!r}"], order="loss", limit=PAGE + 1)
+            statements.append(seen[-1])  # the page (the last statement; before it, the filters' counts)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    raw = store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        statement, parameters = statements[0]
+        postgres = store.engine.dialect.name == "postgresql"
+        if postgres:  # as RunQueries.list plans (backend.runs.queries.custom_plans)
+            cur.execute("SET plan_cache_mode = force_custom_plan")
+        cur.execute(("EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN ") + statement, parameters)
+        print("\n".join("    " + " | ".join(str(c) for c in row) for row in cur.fetchall()), flush=True)
+        ms = []
+        for statement, parameters in statements:
+            if postgres:
+                cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                ms.append(cur.fetchone()[0][0]["Execution Time"])
+            else:
+                start = time.perf_counter()
+                cur.execute(statement, parameters).fetchall()
+                ms.append((time.perf_counter() - start) * 1000)
+        raw.rollback()
+    finally:
+        raw.close()
+    return median(ms)
 
 
 # ---- MLflow (in its own venv) ---------------------------------------------------------------------------------------
@@ -378,6 +435,7 @@ def main() -> None:
     )
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--explain", action="store_true", help="print the page query's plan and its own median time")
     parser.add_argument("--mlflow-side", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -406,6 +464,10 @@ def main() -> None:
             store, load_s = load_lfops(lfops_url, data)
             print(f"{backend}: lfops loaded in {load_s:.1f} s", flush=True)
             ours = bench_lfops(store, data, args.iterations)
+            if args.explain:
+                print(f"{backend}: the page query's plan", flush=True)
+                own = explain_lfops(store, args.iterations)
+                print(f"{backend}: the page query alone, median of {args.iterations}: {own:.2f} ms", flush=True)
             store.dispose()
             theirs: dict = {}
             if not args.skip_mlflow:

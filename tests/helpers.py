@@ -114,3 +114,10 @@ def run_lfops(
 def printed_passwords(output: str) -> dict[str, str]:
     """The demo users' passwords from what `lfops init` (or the first `lfops webui`) prints once: name -> password."""
     return dict(re.findall(r"^\s+(\w+)\s+(?:analyst|reviewer|admin)\s+(\S+)$", output, re.M))
+
+
+def first_start_passwords(workspace: Path) -> dict[str, str]:
+    """The demo users' passwords a first `lfops webui` without a terminal wrote to its 0600 file (never to the log)."""
+    from webui.serve import PASSWORDS_FILE
+
+    return printed_passwords((workspace / PASSWORDS_FILE).read_text())

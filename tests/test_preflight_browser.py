@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import need_service, printed_passwords, run_lfops
+from tests.helpers import first_start_passwords, need_service, run_lfops
 from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def app(tmp_path_factory):
         workspace, ARTIFACTS / "preflight-server.log", env={"LFOPS_CLUSTER_PROFILES": json.dumps(PROFILES)}
     )
     try:
-        yield server, workspace, printed_passwords(server.output())
+        yield server, workspace, first_start_passwords(workspace)
     finally:
         server.stop()
 

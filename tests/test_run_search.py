@@ -4,13 +4,17 @@ and backfilled by the migration. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from backend.api import create_app
 from backend.errors import InvalidQuery
-from backend.runs.params import record_params
+from backend.runners.base import RunState
+from backend.runs.params import param_search, parse_filters, record_params
 from backend.store.models import AuditEvent, Config, Run, RunParam, User
 from tests.helpers import run_lfops
 from tests.runs_fixtures import approved_merge, kill_leftover_runs
@@ -98,6 +102,52 @@ def test_ranges_text_and_booleans(sweep):
     assert runs.list(alice, params=["lora_rank=64"]) == []  # a known key, a value no run has
     # combined with the columns' filters
     assert ids_of(runs.list(alice, params=["template=llama3"], status="succeeded", order="loss", limit=1)) == [ids[6]]
+
+
+def finish_with_loss(env, run_id: int, out, train_loss: float | None) -> None:
+    """The run back to running, then finished by the tracker as a real run ends: LLaMA-Factory's all_results.json
+    (without train_loss when `train_loss` is None)."""
+    with env.ws.store.session() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(status="running"))
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"epoch": 1.0, "train_runtime": 12.5} | ({} if train_loss is None else {"train_loss": train_loss})
+    (out / "all_results.json").write_text(json.dumps(results))
+    assert env.ws.runs.tracker.finish(run_id, RunState.FAILED, "test", out)
+
+
+def test_a_run_finishing_moves_in_the_best_loss_order(sweep, tmp_path):
+    env, ids = sweep
+    runs, alice = env.ws.runs, env.actor("alice")
+    both = ["lora_rank=16", "learning_rate=2e-4"]
+    assert ids_of(runs.list(alice, params=both, order="loss"))[-1] == ids[4]  # no loss yet: last
+    finish_with_loss(env, ids[4], tmp_path / "out5", 0.1)
+    assert ids_of(runs.list(alice, params=both, order="loss")) == [ids[4], ids[1], ids[7], ids[0]]
+    # the same order read from the runs (a range is not read in loss order), and without filters
+    assert ids_of(runs.list(alice, params=["learning_rate=2e-4..2.5e-4"], order="loss"))[:2] == [ids[4], ids[2]]
+    assert ids_of(runs.list(alice, order="loss", limit=1)) == [ids[4]]
+    with env.ws.store.session() as s:
+        assert set(s.scalars(select(RunParam.loss).where(RunParam.run_id == ids[4]))) == {0.1}
+    # a run finishing without a train loss keeps none: still after every run with one
+    finish_with_loss(env, ids[0], tmp_path / "out1", None)
+    assert ids_of(runs.list(alice, params=both, order="loss"))[-1] == ids[0]
+
+
+def test_runs_without_a_loss_sort_last_by_run_number(any_db_env):
+    sweep = [(16, 2e-4, "llama3", True, None), (16, 2e-4, "llama3", True, 0.9), (16, 2e-4, "llama3", True, None)]
+    sweep += [(8, 1e-4, "qwen", True, 0.1), (16, 2e-4, "qwen", True, 0.2)]
+    ids = seed(any_db_env.ws, sweep)
+    runs, alice = any_db_env.ws.runs, any_db_env.actor("alice")
+    expected = [ids[4], ids[1], ids[0], ids[2]]
+    both = ["lora_rank=16", "learning_rate=2e-4"]
+    with any_db_env.ws.store.session() as s:  # equality filters are read from run_params in loss order
+        assert param_search(s, parse_filters(both), Run.id, 50, by_loss=True).driver is not None
+        assert param_search(s, parse_filters(["lora_rank=8..16"]), Run.id, 50, by_loss=True).driver is None
+        assert set(s.scalars(select(RunParam.loss).where(RunParam.run_id == ids[0]))) == {math.inf}
+    assert ids_of(runs.list(alice, params=both, order="loss")) == expected
+    assert ids_of(runs.list(alice, params=both, order="loss", limit=2, offset=2)) == expected[2:]
+    assert ids_of(runs.list(alice, params=["lora_rank=10..20"], order="loss")) == expected
+    assert ids_of(runs.list(alice, params=["lora_rank=16", "template=llama3"], order="loss")) == expected[1:]
+    assert ids_of(runs.list(alice, params=both, order="loss", status="succeeded", limit=1)) == [ids[4]]
 
 
 @pytest.mark.parametrize(
@@ -213,6 +263,8 @@ def test_the_migration_backfills_params_of_existing_runs(tmp_path):
     with store.session() as s:
         rows = {r.key: (r.num, r.text) for r in s.scalars(select(RunParam).where(RunParam.run_id == 1))}
     assert rows == {"lora_rank": (16.0, None), "template": (None, "qwen"), "bf16": (None, "true")}
+    with store.session() as s:  # the run has no final loss: its rows sort last
+        assert set(s.scalars(select(RunParam.loss).where(RunParam.run_id == 1))) == {math.inf}
     store.dispose()
 
 

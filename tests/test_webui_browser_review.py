@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import need_service, printed_passwords, run_lfops
+from tests.helpers import first_start_passwords, need_service, run_lfops
 from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def app(tmp_path_factory):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = start_webui(workspace, ARTIFACTS / "server-review.log")
     try:
-        users = printed_passwords(server.output())
+        users = first_start_passwords(workspace)
         assert set(users) == {"alice", "rita", "admin"}, server.output()
         yield server, workspace, users
     finally:

@@ -233,9 +233,9 @@ class RunsTab:
         config: str,
         submitter: str,
         page: float | None,
-        params: str,
-        order: str,
         request: gr.Request,
+        params: str = "",
+        order: str = "newest",
     ) -> tuple:
         """Page load: the list, and the revision it is as of (taken first: a change in between is shown next)."""
         revision = self.ctx.ws.runs.changes.revision

@@ -32,6 +32,7 @@ from backend.filelock import file_lock
 from backend.runners.base import Resources, RunState
 from backend.runs.ingest import final_metrics, ingest_log, ingest_state
 from backend.runs.launchers import launcher_of
+from backend.runs.params import record_loss
 from backend.runs.progress import RunProgress
 from backend.runs.queries import RunQueries, RunView, aware, run_row
 from backend.runs.runner_set import RunnerSet
@@ -188,6 +189,8 @@ class Tracker:
             n = s.execute(update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE)).values(**values)).rowcount
             if not n:
                 return False
+            if final:  # the search's copy of the loss, in the same transaction (backend.runs.params)
+                record_loss(s, run_id, final.get("train_loss"))
             if out is not None:
                 ingest_state(s, run_id, out)
             audit.record(

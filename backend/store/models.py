@@ -232,12 +232,13 @@ class Metric(Base):
 
 class RunParam(Base):
     """One hyperparameter of a run (a flat LLaMA-Factory key of its config), typed for indexed search: numbers in
-    `num` (ranges use the (key, num) index), text and booleans in `text` (backend.runs.params)."""
+    `num` (ranges use the (key, num) index), text and booleans in `text` (backend.runs.params). `loss` copies the
+    run's final loss (+inf while none), so an equality's index range is already in "best loss first" order."""
 
     __tablename__ = "run_params"
     __table_args__ = (
-        Index("ix_run_params_key_num", "key", "num", "run_id"),
-        Index("ix_run_params_key_text", "key", "text", "run_id"),
+        Index("ix_run_params_key_num", "key", "num", "loss", "run_id"),
+        Index("ix_run_params_key_text", "key", "text", "loss", "run_id"),
         # SQLite: the rows live in the primary key's b-tree, so probing (run id, key) for its value is one seek
         {"sqlite_with_rowid": False},
     )
@@ -245,6 +246,7 @@ class RunParam(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     num: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str | None] = mapped_column(String(255))
+    loss: Mapped[float] = mapped_column(Float)  # backend.runs.params.loss_key(run.final_loss)
 
 
 class ModelVersion(Base):
