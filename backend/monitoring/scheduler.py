@@ -8,22 +8,22 @@ a CronJob (`lfops monitor check`, backend.monitoring.cronjob).
 from __future__ import annotations
 
 import logging
-import threading
 
 from backend.monitoring.report import DriftReport
 from backend.monitoring.service import Monitoring
+from backend.periodic import PeriodicPass
 
 log = logging.getLogger(__name__)
 
 INTERVAL = 300.0
 
 
-class PeriodicMonitor:
+class PeriodicMonitor(PeriodicPass):
+    name = "lfops-monitor"
+
     def __init__(self, monitoring: Monitoring, interval: float = INTERVAL) -> None:
+        super().__init__(interval)
         self.monitoring = monitoring
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lfops-monitor", daemon=True)
 
     def run_once(self) -> list[DriftReport]:
         made = self.monitoring.check_all()
@@ -32,18 +32,3 @@ class PeriodicMonitor:
                 "monitoring: %s %s over %d prompts: %s", r.deployment, r.state, r.n_prompts, r.reason or "ok"
             )
         return made
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - the app outlives one failed pass
-                log.exception("monitoring: drift check pass failed")

@@ -10,11 +10,11 @@ logged and the next one tries again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING
 
 from backend.invariants import Finding
+from backend.periodic import PeriodicPass
 from backend.reconcile import reconcile
 
 if TYPE_CHECKING:
@@ -25,12 +25,12 @@ log = logging.getLogger(__name__)
 INTERVAL = 60.0
 
 
-class PeriodicReconcile:
+class PeriodicReconcile(PeriodicPass):
+    name = "lfops-reconcile"
+
     def __init__(self, ws: Workspace, interval: float = INTERVAL) -> None:
+        super().__init__(interval)
         self.ws = ws
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="lfops-reconcile", daemon=True)
         self._forge_due = 0.0  # the forge pass runs every LFOPS_FORGE_RECONCILE_SECONDS (webhooks do the rest)
 
     def run_once(self) -> list[Finding]:
@@ -55,18 +55,3 @@ class PeriodicReconcile:
             return
         for problem in report.problems:
             log.warning("retrain: %s", problem)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - the app outlives one failed pass
-                log.exception("reconcile pass failed")

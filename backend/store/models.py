@@ -398,6 +398,7 @@ class DriftReport(Base):
     scores: Mapped[dict] = mapped_column(default=dict)
     thresholds: Mapped[dict] = mapped_column(default=dict)
     evidence: Mapped[dict] = mapped_column(default=dict)  # top_terms, sample_prompts
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class RetrainRequest(Base):
