@@ -53,7 +53,8 @@ def test_llamaboard_default_bf16_is_noted_at_save_refused_here_and_launched_on_a
         assert "profile gpu (1 x H100 (80 GiB, compute 9.0)): runnable, ~" in shown
         cr = int(shown.split("change request #")[1].split("*")[0])
 
-        header, *_, validation, _reviews = review.on_show(cr, False, request_for("rita"))
+        shown_cr = review.on_show(cr, False, False, request_for("rita"))
+        validation = shown_cr[-6]  # ..., validation, reviews, then the four offered buttons
         assert "Launch targets:" in validation and "preflight: runs on profile gpu" in plain(validation)
         rita = env.actor("rita")
         env.ws.changes.approve(rita, cr, "ok")

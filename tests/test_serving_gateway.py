@@ -392,7 +392,8 @@ def test_gateway_process_loads_observers_and_serves(stub, tmp_path):
         wait_for(lambda: _answers(url + "/healthz"), timeout=30, what="the gateway process")
         r = httpx.post(url + "/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {key}"})
         assert r.status_code == 200
-        wait_for(lambda: (tmp_path / "seen.jsonl").exists(), timeout=10, what="the observer's line")
+        seen_file = tmp_path / "seen.jsonl"  # the observer may create it before its line is written
+        wait_for(lambda: seen_file.exists() and seen_file.read_text().endswith("\n"), timeout=10, what="its line")
         seen = json.loads((tmp_path / "seen.jsonl").read_text().splitlines()[0])
         assert seen["model_version"] == "tiny-sft:v7" and seen["prompt"] == "user: What is 2 plus 3?"
         assert key not in (tmp_path / "seen.jsonl").read_text()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -155,8 +155,11 @@ class Workers:
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self._buffer:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([self._server.stdout], [], [], left)[0]:
-                return None
+            # a selector, not select.select: a long test session may hold file descriptors above 1024
+            with selectors.DefaultSelector() as waiting:
+                waiting.register(self._server.stdout, selectors.EVENT_READ)
+                if not waiting.select(left):
+                    return None
             chunk = os.read(self._server.stdout.fileno(), 65536)
             if not chunk:
                 raise RuntimeError("the fork server exited")
