@@ -197,7 +197,7 @@ def test_launch_lists_every_merged_request_and_errors_name_the_field(app, browse
     for number in merged:
         assert any(t.startswith(f"#{number} ") for t in listed), listed
     train = alice.locator("#lfops-tab-train")
-    train.get_by_label("Learning rate").fill("fast")
+    train.get_by_role("textbox", name="Learning rate").fill("fast")  # not the Launch list's options
     alice.locator("#lfops-config-name textarea").fill("bad-lr")
     alice.locator("#lfops-config-message textarea").fill("typo")
     alice.locator("#lfops-save-btn").click()
