@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import first_start_passwords, need_service, run_lfops
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, chromium, start_webui
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -43,10 +43,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def sign_in(browser, url: str, user: str, password: str):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LFOPS, need_service, printed_passwords
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, start_webui
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, chromium, start_webui
 from webui.serve import PASSWORDS_FILE
 
 pytestmark = pytest.mark.slow
@@ -59,10 +59,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def sign_in(browser, url: str, user: str, password: str):
