@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from sqlalchemy import MetaData, select
@@ -27,3 +28,18 @@ def db_state(store) -> dict[str, list[tuple]]:
 
 def snapshot(env) -> tuple:
     return git_state(env.origin), db_state(env.ws.store)
+
+
+def quiet_snapshot(env, quiet_s: float = 1.0, timeout_s: float = 30.0) -> tuple:
+    """A snapshot once nothing has changed for `quiet_s`: other processes (a gateway writing its sampled requests)
+    finish what they started before the test's refused call is made."""
+    deadline = time.monotonic() + timeout_s
+    last = snapshot(env)
+    while True:
+        time.sleep(quiet_s)
+        now = snapshot(env)
+        if now == last:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the workspace kept changing for {timeout_s:g} s")
+        last = now

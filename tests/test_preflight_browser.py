@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import first_start_passwords, need_service, run_lfops
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, chromium, start_webui
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, choose_custom_model, chromium, start_webui
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -73,11 +73,7 @@ def test_save_note_and_launch_refusal_are_shown(app, browser):
     server, workspace, users = app
     page = sign_in(browser, server.url, "alice", users["alice"])
     train = page.locator("#lfops-tab-train")
-    model_name = page.get_by_label("Model name")
-    model_name.click()
-    model_name.fill("Custom")
-    page.get_by_role("option", name="Custom", exact=True).click()
-    page.get_by_label("Model path").fill(str(workspace / "models" / "tiny-llama"))
+    choose_custom_model(page, str(workspace / "models" / "tiny-llama"))
     train.get_by_label("Dataset", exact=True).click()
     page.get_by_role("option", name="demo_arith").click()
     page.keyboard.press("Escape")

@@ -185,7 +185,12 @@ def test_deploy_roll_out_key_and_undeploy_as_the_apps_service_account(serving, t
     assert all(p.metadata.labels["lfops.io/model-version"] == f"v{trained.model.split(':v')[1]}" for p in pods)
     stored = json.loads(base64.b64decode(secret.data["keys.json"]))
     assert [k["sha256"] for k in stored["keys"]] == [hash_key(done.api_key)]
-    live = svc.get(rita, NAME, live=True).live
+    # deploy returns once a pod serves; the Deployment's status counts the second one a moment later
+    live = wait_for(
+        lambda: (s := svc.get(rita, NAME, live=True).live).state != "starting" and s,
+        timeout=60,
+        what="the Deployment's status to count both pods",
+    )
     assert (live.state, live.model_version) == ("running", trained.model) and live.detail.startswith("2/2 available")
 
     # another version, rolled out pod by pod: never fewer than 2 available pods

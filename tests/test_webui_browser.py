@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LFOPS, need_service, printed_passwords
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, chromium, start_webui
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, choose_custom_model, chromium, start_webui
 from webui.serve import PASSWORDS_FILE
 
 pytestmark = pytest.mark.slow
@@ -125,11 +125,7 @@ def test_analyst_saves_reviewer_merges(app, browser):
     # -- the analyst fills LlamaBoard's own widgets and saves to the repository
     page = sign_in(browser, url, "alice", users["alice"])
     train = page.locator("#lfops-tab-train")
-    model_name = page.get_by_label("Model name")
-    model_name.click()
-    model_name.fill("Custom")
-    page.get_by_role("option", name="Custom", exact=True).click()
-    page.get_by_label("Model path").fill(str(workspace / "models" / "tiny-llama"))
+    choose_custom_model(page, str(workspace / "models" / "tiny-llama"))
     train.get_by_label("Dataset", exact=True).click()
     page.get_by_role("option", name="demo_arith").click()  # listed from LlamaBoard's data dir: main's data/
     page.keyboard.press("Escape")

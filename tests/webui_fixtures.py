@@ -45,6 +45,27 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def choose_custom_model(page: Any, model_path: str) -> None:
+    """Pick LlamaBoard's "Custom" model and type its path, as an analyst does.
+
+    Choosing a model name makes LlamaBoard rewrite the path box (`get_model_info`); typed before that event lands, the
+    path is wiped. A named model first shows a known path, so its disappearance proves the "Custom" event has landed.
+    """
+    from playwright.sync_api import expect
+
+    name, path = page.get_by_label("Model name"), page.get_by_label("Model path")
+    for choice, shown in (("Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B"), ("Custom", None)):
+        name.click()
+        name.fill(choice)
+        page.get_by_role("option", name=choice, exact=True).click()
+        if shown:
+            expect(path).to_have_value(shown, timeout=20_000)
+        else:
+            expect(path).not_to_have_value("Qwen/Qwen2.5-0.5B", timeout=20_000)
+    path.fill(model_path)
+    expect(path).to_have_value(model_path)
+
+
 def plain(markdown: str) -> str:
     """The text a user reads in a Markdown message (backslash escapes and HTML entities resolved)."""
     return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
