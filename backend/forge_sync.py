@@ -38,6 +38,7 @@ from backend.forge import STATUS_CONTEXT, Forge, Review, WebhookEvent
 from backend.forge import PullRequest as ForgePullRequest
 from backend.gitstore import GitStore
 from backend.invariants import Finding
+from backend.places import change_request_link
 from backend.review import PullRequestView, param_table, pull_request_view
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.store import Store
@@ -90,7 +91,12 @@ class ForgeSync:
     # ---- lfops -> forge -----------------------------------------------------------------------------------------
 
     def link(self, cr_id: int) -> str:
-        """Where the change request is in lfops (its REST resource; empty without LFOPS_PUBLIC_URL)."""
+        """Where a reviewer opens the change request in lfops: the WebUI's Review tab (empty without
+        LFOPS_PUBLIC_URL)."""
+        return change_request_link(self.public_url, cr_id)
+
+    def api_link(self, cr_id: int) -> str:
+        """The change request's REST resource, for scripts (empty without LFOPS_PUBLIC_URL)."""
         return f"{self.public_url}/api/v1/change-requests/{cr_id}" if self.public_url else ""
 
     def publish(self, cr_id: int) -> PullRequestView:
@@ -135,7 +141,7 @@ class ForgeSync:
         lines = [cr.description or cr.title, "", f"### lfops change request #{cr.id}", ""]
         link = self.link(cr.id)
         if link:
-            lines += [f"[Open it in lfops]({link})", ""]
+            lines += [f"[Review it in lfops]({link}) · [API]({self.api_link(cr.id)})", ""]
         lines += [
             "| | |",
             "|---|---|",

@@ -153,7 +153,23 @@ def test_save_validate_review_on_the_forge_merge_launch(gitea, forge_env, api):
     assert forge_pr.author == gitea.users["author"].login
     for text in ("| lora_rank | 8 | 16 |", saved.config_hash, saved.dataset_version, "validation | ok"):
         assert text in forge_pr.body
-    assert f"http://lfops.test/api/v1/change-requests/{saved.change_request}" in forge_pr.body
+    assert f"(http://lfops.test/?tab=review&cr={saved.change_request})" in forge_pr.body  # the WebUI's Review tab
+    assert f"(http://lfops.test/api/v1/change-requests/{saved.change_request})" in forge_pr.body
+    assert _status(gitea, saved.commit).target_url == f"http://lfops.test/?tab=review&cr={saved.change_request}"
+    # the REST API shows the pull request with the change request
+    token = ws.tokens.create(alice, "forge-test").token
+    shown = api.get(f"/api/v1/change-requests/{saved.change_request}", headers={"Authorization": f"Bearer {token}"})
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["request"]["pull_request"] == {
+        "forge": "gitea",
+        "number": pr.number,
+        "url": forge_pr.url,
+        "state": "open",
+        "head_commit": saved.commit,
+        "merge_commit": None,
+        "approved_at_merge": None,
+        "label": pr.label,
+    }
     assert _status(gitea, saved.commit).state == "success"
 
     # a broken config pushed by hand: lfops sees the new head (webhook) and posts a failing status with the problem

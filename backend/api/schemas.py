@@ -48,6 +48,17 @@ class ReviewOut(Out):
     counts: bool = Field(description="an approval that counts for the request's current head")
 
 
+class PullRequestOut(Out):
+    forge: str = Field(description="gitea, github or gitlab")
+    number: int
+    url: str = Field(description="the pull request on the forge")
+    state: str = Field(description="open, closed or merged")
+    head_commit: str
+    merge_commit: str | None
+    approved_at_merge: bool | None = Field(description="whether an approval counted when it was merged")
+    label: str = Field(description="the forge state in words")
+
+
 class ChangeRequestOut(Out):
     id: int
     title: str
@@ -66,6 +77,7 @@ class ChangeRequestOut(Out):
     updated_at: datetime
     approvers: list[str]
     reviews: list[ReviewOut]
+    pull_request: PullRequestOut | None = Field(None, description="its pull request, with a forge (LFOPS_FORGE)")
 
 
 class ParamRowOut(Out):
