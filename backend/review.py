@@ -39,6 +39,7 @@ from backend.failpoints import crash_point
 from backend.gitstore import BranchExists, GitStore, Identity, LostRace
 from backend.names import check_branch, check_id, check_name
 from backend.preflight import Preflight
+from backend.preflight import Report as PreflightReport
 from backend.review_status import UNDER_REVIEW, ChangeRequestStatus, ReviewDecision
 from backend.secret_scan import refuse_secrets
 from backend.store import Store
@@ -329,6 +330,31 @@ class ChangeRequests:
                     )
         crash_point("save.opened")
         return SaveResult(cr_id, branch, commit, path, frozen.config_hash, dataset_version, warnings, notes)
+
+    def preflight_request(self, actor: Actor, cr_id: int, profile: str | None = None) -> PreflightReport:
+        """Which launch targets (or `profile` alone) can run the config at the request's head, and why not: what
+        `lfops preflight` says of that file."""
+        view = self.get(actor, cr_id)
+        if not self.repo.has_commit(view.head_commit):
+            self.repo.fetch()
+        raw = self.repo.read(view.head_commit, view.config_path) or b""
+        config = TrainConfig.parse(raw, view.config_path)
+        return self._preflight_report(config, view.config_path, view.head_commit, profile)
+
+    def preflight_config(self, actor: Actor, config_yaml: str, profile: str | None = None) -> PreflightReport:
+        """The same for a config not saved yet, its files (dataset_info, DeepSpeed) read at main."""
+        require(actor, "read")
+        config = TrainConfig.parse(config_yaml, "yaml")
+        return self._preflight_report(config, "yaml", self.repo.sync_main(), profile)
+
+    def _preflight_report(self, config: TrainConfig, source: str, commit: str, profile: str | None) -> PreflightReport:
+        if self.preflight is None:
+            raise LfopsError("preflight: this workspace has no launch targets to check against")
+        files = self.repo.files(commit)
+        errors = [p for p in config.check_args(files) if p.severity == "error"]
+        if errors:
+            raise ValidationFailed(errors, source)
+        return self.preflight.report(config, files, profile)
 
     def _preflight_notes(self, config: TrainConfig, files: cfgmod.Files) -> list[str]:
         """Which launch targets can run `config` as it is: said at save and in review, never a refusal (the config is

@@ -7,6 +7,7 @@ cookie, loopback metrics, JSON logs)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -65,6 +66,26 @@ ROUTES = {
     ("delete", "/users/{name}"),
     ("get", "/audit"),
     ("post", "/forge/webhook"),  # signed by the forge, no bearer token (tests/test_forge_wiring_gitea.py)
+    # tests/test_api_serving.py, test_api_monitoring.py, test_api_preflight.py
+    ("get", "/deployments"),
+    ("post", "/deployments"),
+    ("get", "/deployments/{name}"),
+    ("delete", "/deployments/{name}"),
+    ("post", "/deployments/{name}/rollout"),
+    ("get", "/deployments/{name}/keys"),
+    ("post", "/deployments/{name}/keys"),
+    ("delete", "/deployments/{name}/keys/{key_id}"),
+    ("get", "/monitoring/{deployment}"),
+    ("get", "/monitoring/{deployment}/reports"),
+    ("get", "/monitoring/{deployment}/reports/{report_id}"),
+    ("post", "/monitoring/{deployment}/check"),
+    ("get", "/monitoring/{deployment}/sampling"),
+    ("patch", "/monitoring/{deployment}/sampling"),
+    ("get", "/retrain/signals"),
+    ("get", "/retrain/requests"),
+    ("post", "/retrain/check"),
+    ("post", "/preflight"),
+    ("get", "/change-requests/{cr_id}/preflight"),
 }
 LIST_ROUTES = ["/change-requests", "/runs", "/models", "/tokens"]
 
@@ -94,6 +115,11 @@ class Api:
 
 @pytest.fixture
 def api(env):
+    yield from serve_api(env)
+
+
+def serve_api(env) -> Iterator[Api]:
+    """The app over `env` and a TestClient with a read and a write token of each user (the `api` fixture)."""
     app = create_app(env.ws)
     tokens = {
         (name, scope): env.ws.tokens.create(env.actor(name), f"{name} {scope}", scope=scope).token

@@ -21,7 +21,20 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import errors
-from backend.api.routes import admin, changes, forge, lineage, notify, registry, runs, tokens
+from backend.api.routes import (
+    admin,
+    changes,
+    forge,
+    lineage,
+    monitoring,
+    notify,
+    preflight,
+    registry,
+    retrain,
+    runs,
+    serving,
+    tokens,
+)
 from backend.api.security import SessionUser, authenticate
 from backend.ops import Metrics, Readiness, is_loopback, leader_detail
 from backend.workspace import Workspace
@@ -112,6 +125,10 @@ def create_api(ws: Workspace) -> FastAPI:
         admin.router,
         notify.router,
         forge.router,
+        serving.router,
+        monitoring.router,
+        retrain.router,
+        preflight.router,
     ):
         api.include_router(router)
     errors.install(api)

@@ -101,12 +101,13 @@ def of_row(row: DriftReportRow) -> DriftReport:
     )
 
 
-def recent(s: Session, deployment: str, limit: int = 50) -> list[DriftReport]:
-    """The newest reports of a deployment, newest first."""
+def recent(s: Session, deployment: str, limit: int = 50, offset: int = 0) -> list[DriftReport]:
+    """The newest reports of a deployment, newest first (`offset`: skip that many)."""
     rows = s.scalars(
         select(DriftReportRow)
         .where(DriftReportRow.deployment == deployment)
         .order_by(DriftReportRow.id.desc())
+        .offset(offset)
         .limit(limit)
     )
     return [of_row(r) for r in rows]

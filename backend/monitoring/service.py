@@ -221,13 +221,40 @@ class Monitoring:
                 reports=report.recent(s, name, reports),
             )
 
-    def report(self, actor: Actor, report_id: int) -> DriftReport:
+    def report(self, actor: Actor, report_id: int, deployment: str | None = None) -> DriftReport:
+        """One report; with `deployment`, only one of that deployment's."""
         require(actor, "read")
         with self.store.session() as s:
             found = report.get(s, report_id)
-        if found is None:
-            raise NotFound(f"drift report {report_id} does not exist", field="report")
+        if found is None or (deployment is not None and found.deployment != deployment):
+            of = f" of deployment {deployment!r}" if deployment is not None else ""
+            raise NotFound(f"drift report {report_id}{of} does not exist", field="report")
         return found
+
+    def reports(self, actor: Actor, name: str, limit: int = 50, offset: int = 0) -> list[DriftReport]:
+        """The drift reports of a deployment, newest first."""
+        require(actor, "read")
+        with self.store.session() as s:
+            _deployment(s, name)
+            return report.recent(s, name, limit, offset)
+
+    def check_for(self, actor: Actor, name: str) -> DriftReport | None:
+        """`check(name)` asked by a person (the API): reviewers and admins, as for the sampling policy they answer
+        for; audited (`monitoring.check`) with what it found. The schedule and the CronJob run `check` as lfops."""
+        require(actor, "deploy.manage")
+        with self.store.session() as s:
+            _deployment(s, name)
+        made = self.check(name)
+        with self.store.session() as s:
+            audit.record(
+                s,
+                actor,
+                "monitoring.check",
+                f"deployment:{name}",
+                report=made.id if made is not None else None,
+                state=made.state if made is not None else "no new window",
+            )
+        return made
 
     def set_sampling(
         self,

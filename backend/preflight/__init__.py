@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from backend.config import Files, TrainConfig
+from backend.errors import LfopsError
 from backend.preflight.check import Finding, Report, Verdict, check, preflight
 from backend.preflight.memory import MemoryEstimate, estimate
 from backend.preflight.model_shape import ModelShape, shape_of
@@ -62,7 +63,11 @@ class Preflight:
         return local + [profile_target(p) for _, p in sorted(profiles.items())]
 
     def report(self, config: TrainConfig, files: Files | None = None, profile: str | None = None) -> Report:
-        """The verdict of every target (or of `profile` alone, "local" for this machine) for `config`."""
+        """The verdict of every target (or of `profile` alone, "local" for this machine) for `config`; a profile
+        that is no launch target is an error naming `profile`."""
+        known = [LOCAL, *sorted(self.settings.cluster_profiles)]
+        if profile is not None and profile not in known:
+            raise LfopsError(f"profile: {profile!r} is not a launch target; known: {', '.join(known)}", field="profile")
         needs = needs_of(config, files)
         return preflight(needs, shape_of(needs.model), self.targets(profile))
 

@@ -443,20 +443,20 @@ class Retrain:
 
     # ---- reading ------------------------------------------------------------------------------------------------
 
-    def signals(self, actor: Actor, limit: int = 50, model: str | None = None) -> list[SignalView]:
+    def signals(self, actor: Actor, limit: int = 50, model: str | None = None, offset: int = 0) -> list[SignalView]:
         """Signals received, newest first, with what became of them."""
         require(actor, "read")
-        q = _SIGNALS.order_by(RetrainSignalRecord.id.desc()).limit(limit)
+        q = _SIGNALS.order_by(RetrainSignalRecord.id.desc()).offset(offset).limit(limit)
         if model:
             q = q.where(RetrainSignalRecord.model_name == model)
         with self.store.session() as s:
             return [_signal_view(row) for row in s.execute(q)]
 
-    def requests(self, actor: Actor, limit: int = 50) -> list[RequestView]:
+    def requests(self, actor: Actor, limit: int = 50, offset: int = 0) -> list[RequestView]:
         require(actor, "read")
         self.settle()
         with self.store.session() as s:
-            rows = s.scalars(select(RetrainRequest).order_by(RetrainRequest.id.desc()).limit(limit))
+            rows = s.scalars(select(RetrainRequest).order_by(RetrainRequest.id.desc()).offset(offset).limit(limit))
             return [
                 RequestView(
                     r.id,

@@ -550,9 +550,17 @@ class Serving:
 
     # ---- reading ------------------------------------------------------------------------------------------------
 
-    def list(self, actor: Actor, live: bool = False, include_stopped: bool = True) -> list[DeploymentInfo]:
+    def list(
+        self,
+        actor: Actor,
+        live: bool = False,
+        include_stopped: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[DeploymentInfo]:
+        """By name; `limit`/`offset`: one page (backend.paging), the live state asked only for that page."""
         require(actor, "read")
-        q = select(Deployment).order_by(Deployment.name)
+        q = select(Deployment).order_by(Deployment.name).offset(offset).limit(limit)
         if not include_stopped:
             q = q.where(Deployment.status != DeploymentStatus.STOPPED.value)
         with self.store.session() as s:
