@@ -151,17 +151,17 @@ class Registry:
         if isinstance(ref, int):
             mv = s.get(ModelVersion, ref)
             if mv is None:
-                raise NotFound(f"model version id {ref} does not exist")
+                raise NotFound(f"model version id {ref} does not exist", field="model")
             return mv
         m = _REF_RE.match(str(ref).strip())
         if not m:
-            raise LfopsError(f"model: {ref!r} must be NAME or NAME:vN")
+            raise LfopsError(f"model: {ref!r} must be NAME or NAME:vN", field="model")
         if m.group("version"):
             mv = s.scalar(_BY_NAME_VERSION, {"name": m.group("name"), "version": int(m.group("version"))})
         else:
             mv = s.scalar(_NEWEST_BY_NAME, {"name": m.group("name")})
         if mv is None:
-            raise NotFound(f"model {ref} is not in the registry")
+            raise NotFound(f"model {ref} is not in the registry", field="model")
         return mv
 
     def get(self, actor: Actor, ref: str | int) -> ModelVersionView:
