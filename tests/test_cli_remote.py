@@ -86,3 +86,47 @@ def test_the_remote_needs_a_token_and_database_commands_refuse_to_run_against_it
     assert capsys.readouterr().err == "error: LFOPS_URL: http://127.0.0.1:9 did not answer (ConnectError)\n"
     assert lfops(["--workspace", str(env.ws.settings.workspace), "--user", "alice", "runs", "cancel", "1"]) == 2
     assert "error: LFOPS_URL: `lfops runs` works on the database only; unset LFOPS_URL" in capsys.readouterr().err
+
+
+def test_deployments_list_and_show_print_the_same_through_the_api(env, tmp_path, capsys, monkeypatch):
+    """The rows a deployed (and an undeployed) version leave, with a rollout and keys: `lfops deployments list | show`
+    through the API print what they print on the database (serving itself: tests/test_api_serving.py)."""
+    from sqlalchemy import select
+
+    from backend.store.models import ApiKey, Deployment, Rollout, utcnow
+    from tests.test_monitoring_drift import _deployment
+
+    version = _deployment(env.ws, env.ws.repo.sync_main())
+    _deployment(env.ws, env.ws.repo.sync_main(), config_path="configs/old.yaml", name="old")
+    with env.ws.store.session() as s:
+        demo = s.scalar(select(Deployment).where(Deployment.name == "demo"))
+        demo.endpoint, demo.created_by, demo.follows_config = "http://127.0.0.1:9/v1", "rita", "configs/example.yaml"
+        now = utcnow()
+        s.add(Rollout(deployment_id=demo.id, to_version_id=version, trigger="deploy", actor="rita", status="succeeded",
+                      switch_s=1.5, started_at=now, finished_at=now))  # fmt: skip
+        s.add(ApiKey(deployment_id=demo.id, key_id="0a1b2c3d", sha256="0" * 64, label="app", created_by="rita"))
+        old = s.scalar(select(Deployment).where(Deployment.name == "old"))
+        old.status, old.stopped_at, old.reason = "stopped", now, "undeployed by rita"
+    token = env.ws.tokens.create(env.actor("alice"), "cli", scope="read").token
+    server = start_webui(env.ws.settings.workspace, tmp_path / "webui.log")
+    try:
+        url = server.url.rstrip("/")
+        for args in (
+            ["deployments", "list"],
+            ["deployments", "list", "--all"],
+            ["deployments", "list", "--live"],
+            ["deployments", "show", "demo"],
+            ["deployments", "show", "old"],
+            ["deployments", "show", "nosuch"],
+        ):
+            local = on_database(env, args, capsys, monkeypatch)
+            assert through_api(url, token, args, capsys, monkeypatch) == local, args
+        shown = on_database(env, ["deployments", "show", "demo"], capsys, monkeypatch)[1]
+        assert "demo [running] tiny-sft:v1 on local  follows configs/example.yaml" in shown
+        assert (
+            "deploy   - -> tiny-sft:v1 by rita [succeeded] in 1.5 s" in shown and "key 0a1b2c3d  active  app" in shown
+        )
+        refused = through_api(url, token, ["deployments", "undeploy", "demo"], capsys, monkeypatch)
+        assert refused[0] == 2 and "works on the database only" in refused[2]
+    finally:
+        server.stop()

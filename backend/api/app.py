@@ -107,7 +107,8 @@ def create_api(ws: Workspace) -> FastAPI:
         title="lfops API",
         version=_version(),
         description=(
-            "Change requests, runs, the model registry and lineage of lfops: the same calls and policy as its CLI "
+            "Change requests, runs, the model registry, lineage, deployments, monitoring, retrain and preflight of "
+            "lfops: the same calls and policy as its CLI "
             "and WebUI. Authenticate with `Authorization: Bearer <token>` (`lfops token create NAME --scope write`); "
             "lists take `limit` (1-200) and `offset` and answer `next_offset`. Errors are "
             '`{"error": code, "field": ..., "message": ...}`.'

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from backend import errors
 from backend.errors import LfopsError
@@ -146,6 +147,36 @@ class Remote:
 
         data = self.get(f"/runs/{run_id}/model")
         return from_view(ModelVersionView, data) if data else None
+
+    # ---- deployments --------------------------------------------------------------------------------------------
+
+    def deployments(self, live: bool, include_stopped: bool) -> list[Any]:
+        """Every deployment, page after page (the CLI lists them all)."""
+        found: list[Any] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = self.get("/deployments", all=include_stopped, live=live, limit=200, offset=offset)
+            found += [_deployment(item) for item in page["items"]]
+            offset = page["next_offset"]
+        return found
+
+    def deployment_detail(self, name: str) -> Any:
+        from backend.serving.service import DeploymentDetail, KeyInfo, RolloutInfo
+
+        data = self.get(f"/deployments/{quote(name, safe='')}")
+        return DeploymentDetail(
+            _deployment(data["deployment"]),
+            [from_view(RolloutInfo, r, deployment=name) for r in data["rollouts"]],
+            [from_view(KeyInfo, k) for k in data["keys"]],
+        )
+
+
+def _deployment(data: dict[str, Any]) -> Any:
+    from backend.serving.service import DeploymentInfo
+    from backend.serving.targets import LiveStatus
+
+    live = from_view(LiveStatus, data["live"]) if data.get("live") else None
+    return from_view(DeploymentInfo, data, live=live)
 
 
 def _change_request(data: dict[str, Any]) -> Any:

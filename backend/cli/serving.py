@@ -1,5 +1,7 @@
 """`lfops deploy | deployments`: serve registry versions behind the lfops gateway, locally or on a cluster profile.
 
+`deployments list | show` also work through a remote lfops' API (LFOPS_URL, backend.cli.remote), printing the same.
+
 Exit codes: 0 done, 2 error (refused, not found, failed to start: nothing was left half-made).
 """
 
@@ -9,10 +11,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 from backend.cli.common import Subparsers, workspace_and_actor
+from backend.cli.remote import Remote
 from backend.errors import LfopsError
 
 if TYPE_CHECKING:
-    from backend.serving.service import DeploymentInfo, KeyInfo
+    from backend.serving.service import DeploymentDetail, DeploymentInfo, KeyInfo
 
 
 def _when(value: object) -> str:
@@ -59,7 +62,28 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_detail(detail: DeploymentDetail) -> None:
+    print_deployment(detail.deployment)
+    for r in detail.rollouts:
+        took = f" in {r.switch_s:.1f} s" if r.switch_s is not None else ""
+        why = f": {r.reason}" if r.reason else ""
+        print(
+            f"  {_when(r.started_at)} {r.trigger:8} {r.from_model or '-'} -> {r.to_model or '-'} "
+            f"by {r.actor} [{r.status}]{took}{why}"
+        )
+    for k in detail.keys:
+        print_key(k)
+
+
 def cmd_deployments(args: argparse.Namespace) -> int:
+    remote = Remote.from_env() if args.action in ("list", "show") else None  # these two also work through the API
+    if remote is not None:
+        if args.action == "list":
+            for d in remote.deployments(live=args.live, include_stopped=args.all):
+                print_deployment(d)
+        else:
+            print_detail(remote.deployment_detail(args.name))
+        return 0
     ws, actor = workspace_and_actor(args)
     serving = ws.serving
     if args.action == "list":
@@ -67,17 +91,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
             print_deployment(d)
         return 0
     if args.action == "show":
-        detail = serving.show(actor, args.name)
-        print_deployment(detail.deployment)
-        for r in detail.rollouts:
-            took = f" in {r.switch_s:.1f} s" if r.switch_s is not None else ""
-            why = f": {r.reason}" if r.reason else ""
-            print(
-                f"  {_when(r.started_at)} {r.trigger:8} {r.from_model or '-'} -> {r.to_model or '-'} "
-                f"by {r.actor} [{r.status}]{took}{why}"
-            )
-        for k in detail.keys:
-            print_key(k)
+        print_detail(serving.show(actor, args.name))
         return 0
     if args.action == "undeploy":
         print_deployment(serving.undeploy(actor, args.name))
