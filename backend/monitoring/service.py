@@ -242,9 +242,7 @@ class Monitoring:
         """`check(name)` asked by a person (the API): reviewers and admins, as for the sampling policy they answer
         for; audited (`monitoring.check`) with what it found. The schedule and the CronJob run `check` as lfops."""
         require(actor, "deploy.manage")
-        with self.store.session() as s:
-            _deployment(s, name)
-        made = self.check(name)
+        made = self.check(name)  # an unknown deployment is refused before anything is written
         with self.store.session() as s:
             audit.record(
                 s,
