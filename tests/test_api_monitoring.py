@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from backend.monitoring import samples
-from backend.store.models import AuditEvent
+from backend.store.models import ApiToken, AuditEvent, utcnow
 from tests.drift_corpora import arithmetic
 from tests.snapshots import snapshot
 from tests.test_api import Api, serve_api
@@ -27,10 +27,10 @@ def api(env) -> Iterator[Api]:
 
 
 def warm(api: Api) -> None:
-    """Use every token once, so that its `last_used_at` (written at most once a minute) is not what a refused call
-    changes."""
-    for who in api.tokens:
-        api.ok(api.get("/me", who))
+    """Every token marked used just now: `last_used_at` is written at most once a minute, so for the next minute no
+    call of the test writes it, and a snapshot taken now is what a refused call must leave."""
+    with api.env.ws.store.session() as s:
+        s.execute(update(ApiToken).values(last_used_at=utcnow()))
 
 
 def only_audited_refusal(env, before: tuple, action: str = "api.refused") -> None:
@@ -51,10 +51,11 @@ def test_monitoring_overview_reports_and_a_check_as_the_cli_sees_them(api):
     env = api.env
     ws = env.ws
     _deployment(ws, ws.repo.sync_main())
-    warm(api)
     nothing = api.ok(api.post("/monitoring/demo/check", ("rita", "write")))
     assert nothing == {"report": None}  # no traffic yet: nothing written but the audit of who asked
     _add_window(ws, "demo", arithmetic(40, 1), datetime.now(UTC) - timedelta(hours=1))
+
+    warm(api)
 
     before = snapshot(env)
     refused = api.post("/monitoring/demo/check", ("alice", "write"))
@@ -113,8 +114,9 @@ def test_sampling_policy_is_read_by_all_and_changed_by_reviewers_with_bad_values
     env = api.env
     ws = env.ws
     _deployment(ws, ws.repo.sync_main())
-    warm(api)
     assert api.ok(api.get("/monitoring/demo/sampling"))["enabled"] is True
+
+    warm(api)
 
     before = snapshot(env)
     refused = api.call("PATCH", "/monitoring/demo/sampling", ("alice", "write"), json={"enabled": False})

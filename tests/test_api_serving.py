@@ -29,8 +29,8 @@ KEY = re.compile(r"^lfk_([0-9a-f]{8})_[A-Za-z0-9_-]{43}$")
 
 
 @pytest.fixture(scope="module")
-def trained_api(template_workspace, tmp_path_factory) -> Iterator[Api]:
-    """tiny-api:v1 trained and registered; the API over its workspace, every token used once."""
+def trained_api(template_workspace, tmp_path_factory) -> Iterator[tuple[Api, int]]:
+    """tiny-api:v1 trained and registered; the API over its workspace, every token used once; the change request."""
     from tests.workspace_fixtures import make_env
 
     env = make_env(template_workspace, tmp_path_factory.mktemp("api-serving") / "ws")
@@ -38,9 +38,8 @@ def trained_api(template_workspace, tmp_path_factory) -> Iterator[Api]:
     train(env, cr)
     serving = serve_api(env)
     api = next(serving)
-    warm(api)
     try:
-        yield api
+        yield api, cr
     finally:
         next(serving, None)
         env.ws.serving.close()
@@ -51,7 +50,8 @@ def trained_api(template_workspace, tmp_path_factory) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def deployed(trained_api) -> dict:
     """The one deployment of this module: deployed by rita through POST /deployments; its answer."""
-    return trained_api.ok(trained_api.post("/deployments", ("rita", "write"), json={"model": NAME}), 201)
+    api, _ = trained_api
+    return api.ok(api.post("/deployments", ("rita", "write"), json={"model": NAME}), 201)
 
 
 def root(api: Api) -> Path:
@@ -63,8 +63,9 @@ def accepted(endpoint: str, key: str) -> bool:
 
 
 def test_refused_deploys_leave_nothing_and_name_the_field(trained_api):
-    api = trained_api
+    api, _ = trained_api
     env = api.env
+    warm(api)
     before = snapshot(env)
     refused = api.post("/deployments", ("alice", "write"), json={"model": NAME})
     assert refused.status_code == 403 and refused.json() == {
@@ -103,7 +104,7 @@ def test_refused_deploys_leave_nothing_and_name_the_field(trained_api):
 
 
 def test_a_reviewer_deploys_through_the_api_and_its_key_works_once_shown(trained_api, deployed):
-    api = trained_api
+    api, _ = trained_api
     env = api.env
     info, key = deployed["deployment"], deployed["api_key"]
     assert (info["name"], info["model"], info["status"], info["target"], info["created_by"]) == (
@@ -143,7 +144,7 @@ def test_a_reviewer_deploys_through_the_api_and_its_key_works_once_shown(trained
 
 
 def test_keys_are_made_shown_once_listed_by_id_and_revoked(trained_api, deployed):
-    api = trained_api
+    api, _ = trained_api
     env = api.env
     endpoint = deployed["deployment"]["endpoint"]
     made = api.ok(api.post(f"/deployments/{NAME}/keys", ("rita", "write"), json={"label": "app"}), 201)
@@ -155,6 +156,8 @@ def test_keys_are_made_shown_once_listed_by_id_and_revoked(trained_api, deployed
     assert [k["label"] for k in listed] == ["first key", "app"] and key not in repr(listed)
     long = api.post(f"/deployments/{NAME}/keys", ("rita", "write"), json={"label": "x" * 101})
     assert (long.status_code, long.json()["field"]) == (422, "label")
+
+    warm(api)
 
     before = quiet_snapshot(env)  # the gateway may still be writing a request it sampled
     refused = api.call("DELETE", f"/deployments/{NAME}/keys/{key_id}", ("alice", "write"))
@@ -174,9 +177,11 @@ def test_keys_are_made_shown_once_listed_by_id_and_revoked(trained_api, deployed
     )
 
 
-def test_a_rollout_to_what_it_serves_is_refused_and_changes_nothing(trained_api, deployed):
-    api = trained_api
+def test_a_rollout_to_what_it_serves_is_refused_and_to_a_new_version_keeps_its_keys(trained_api, deployed):
+    api, cr = trained_api
     env = api.env
+    endpoint, key = deployed["deployment"]["endpoint"], deployed["api_key"]
+    warm(api)
     before = quiet_snapshot(env)
     refused = api.post(f"/deployments/{NAME}/rollout", ("alice", "write"), json={"model": f"{NAME}:v1"})
     assert refused.status_code == 403
@@ -185,12 +190,27 @@ def test_a_rollout_to_what_it_serves_is_refused_and_changes_nothing(trained_api,
     assert same.json()["message"] == f"model: deployment {NAME} already serves {NAME}:v1"
     newest = api.post(f"/deployments/{NAME}/rollout", ("rita", "write"))  # no body: the newest of the model
     assert newest.status_code == 409
+    missing = api.post(f"/deployments/{NAME}/rollout", ("rita", "write"), json={"model": f"{NAME}:v7"})
+    assert (missing.status_code, missing.json()["field"]) == (404, "model")
     assert snapshot(env) == before
+
+    train(env, cr)  # the same config once more: tiny-api:v2 (the deployment is pinned: it stays on v1)
+    assert api.ok(api.get(f"/deployments/{NAME}"))["deployment"]["model"] == f"{NAME}:v1"
+    rolled = api.ok(api.post(f"/deployments/{NAME}/rollout", ("rita", "write")))
+    assert (rolled["model"], rolled["status"]) == (f"{NAME}:v2", "running")
+    shown = api.ok(api.get(f"/deployments/{NAME}"))
+    assert shown["deployment"]["live"]["model_version"] == f"{NAME}:v2"
+    assert [(r["trigger"], r["from_model"], r["to_model"], r["status"]) for r in shown["rollouts"]] == [
+        ("deploy", None, f"{NAME}:v1", "succeeded"),
+        ("manual", f"{NAME}:v1", f"{NAME}:v2", "succeeded"),
+    ]
+    assert accepted(endpoint, key)  # the keys go with the deployment, not the version
 
 
 def test_undeploy_stops_everything_keeps_the_record_and_twice_is_refused(trained_api, deployed):
-    api = trained_api
+    api, _ = trained_api
     env = api.env
+    warm(api)
     before = quiet_snapshot(env)
     refused = api.call("DELETE", f"/deployments/{NAME}", ("alice", "write"))
     assert refused.status_code == 403
