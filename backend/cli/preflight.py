@@ -16,13 +16,11 @@ from backend.cli.common import Subparsers
 def cmd_preflight(args: argparse.Namespace) -> int:
     from backend.config import DirFiles, TrainConfig
     from backend.errors import LfopsError, ValidationFailed
-    from backend.preflight import LOCAL, Preflight
+    from backend.preflight import Preflight
     from backend.settings import Settings
 
     settings = Settings.from_env(args.workspace)
-    known = [LOCAL, *sorted(settings.cluster_profiles)]
-    if args.profile is not None and args.profile not in known:
-        raise LfopsError(f"--profile: {args.profile!r} is not a launch target; known: {', '.join(known)}")
+    Preflight(settings).check_profile(args.profile, named="--profile")  # before the config is read
     try:
         config = TrainConfig.load(args.config)
     except OSError as exc:

@@ -62,12 +62,17 @@ class Preflight:
         local = [local_target()] if self.settings.runner == "local" else []
         return local + [profile_target(p) for _, p in sorted(profiles.items())]
 
+    def check_profile(self, profile: str | None, named: str = "profile") -> None:
+        """Refuse a profile that is no launch target, under the name the user typed it as (`--profile` on the
+        CLI); None means every target."""
+        known = [LOCAL, *sorted(self.settings.cluster_profiles)]
+        if profile is not None and profile not in known:
+            raise LfopsError(f"{named}: {profile!r} is not a launch target; known: {', '.join(known)}", field="profile")
+
     def report(self, config: TrainConfig, files: Files | None = None, profile: str | None = None) -> Report:
         """The verdict of every target (or of `profile` alone, "local" for this machine) for `config`; a profile
         that is no launch target is an error naming `profile`."""
-        known = [LOCAL, *sorted(self.settings.cluster_profiles)]
-        if profile is not None and profile not in known:
-            raise LfopsError(f"profile: {profile!r} is not a launch target; known: {', '.join(known)}", field="profile")
+        self.check_profile(profile)
         needs = needs_of(config, files)
         return preflight(needs, shape_of(needs.model), self.targets(profile))
 
