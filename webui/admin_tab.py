@@ -13,6 +13,7 @@ from backend import audit
 from backend.auth import ROLES
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.fields import chosen_number
 from webui.paging import PAGE, page_offset
 from webui.render import md_text
 
@@ -63,7 +64,7 @@ class AdminTab:
                 headers=TOKEN_HEADERS, interactive=False, label="Tokens", elem_id="lfops-admin-tokens"
             )
             with gr.Row(equal_height=True):
-                self.token_id = gr.Number(label="Token id", precision=0, scale=1, elem_id="lfops-token-id")
+                self.token_id = chosen_number("Token id", "lfops-token-id", scale=1)
                 self.revoke_btn = gr.Button("Revoke", variant="stop", scale=0, elem_id="lfops-token-revoke")
             self.token_info = gr.Markdown(elem_id="lfops-admin-token-info")
 
