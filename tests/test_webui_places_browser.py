@@ -124,7 +124,8 @@ def _covered(page, selectors: list[str]) -> dict:
             if (!el.contains(hit)) covered.push(sel + ' under ' + (hit ? hit.className : 'nothing'));
           });
           window.scrollTo(0, 0);
-          return {shown: !!toast && box.height > 0, top: box && box.top, height: window.innerHeight, covered};
+          const count = document.querySelectorAll('.toast-body').length;
+          return {shown: !!toast && box.height > 0, top: box && box.top, height: window.innerHeight, covered, count};
         }""",
         [selectors, NOTICE],
     )
@@ -149,6 +150,9 @@ def test_the_non_instruct_notice_is_its_users_own_and_covers_no_button(app, brow
     alice.reload()
     expect(alice.locator(".toast-body", has_text=NOTICE).first).to_be_visible(timeout=WAIT)
     place = _covered(alice, ["#lfops-signout", "#lfops-save-btn", "#lfops-launch-btn"])
+    alice.locator("#lfops-launch-btn").scroll_into_view_if_needed()
+    alice.screenshot(path=str(ARTIFACTS / "14-notice-at-the-bottom.png"))
     assert place["shown"], place  # checked while the notice was on screen
     assert place["top"] > place["height"] / 2, place  # in the lower half of the window
     assert place["covered"] == [], place
+    assert alice.locator(".toast-body", has_text="may not").count() == 0  # the hidden Admin tab's lists refused her
