@@ -24,7 +24,7 @@ window.lfopsPlace = (key, value) => {
   const url = new URL(window.location.href);
   const now = url.searchParams.get(key);
   const next = value === null || value === undefined || value === "" ? null : String(value);
-  if (next === "0") return window.lfopsPlace(key, null);  // an empty Number field reads 0
+  if (next === "0") return window.lfopsPlace(key, null);  // a typed 0 names no request or run
   if (now === next) return;
   if (next === null) url.searchParams.delete(key); else url.searchParams.set(key, next);
   if (key === "tab") { url.searchParams.delete("cr"); url.searchParams.delete("run"); }
