@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import first_start_passwords, need_service, run_lfops
-from tests.webui_fixtures import ARTIFACTS, CHROMIUM, chromium, start_webui
+from tests.webui_fixtures import ARTIFACTS, CHROMIUM, chromium, sign_in, start_webui
 
 pytestmark = pytest.mark.slow
 playwright = pytest.importorskip("playwright.sync_api")
@@ -39,19 +39,6 @@ def app(tmp_path_factory):
 def browser():
     with chromium() as b:
         yield b
-
-
-def sign_in(browser, url: str, user: str, password: str, goto: str = ""):
-    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-    page.goto(url)
-    page.get_by_label("username").fill(user)
-    page.get_by_label("password").fill(password)
-    page.get_by_role("button", name="Login").click()
-    expect(page.locator("#lfops-whoami")).to_contain_text(f"Signed in as {user}", timeout=WAIT)
-    if goto:
-        page.goto(url + goto)
-        expect(page.locator("#lfops-whoami")).to_contain_text(f"Signed in as {user}", timeout=WAIT)
-    return page
 
 
 def shot(page, name: str) -> None:

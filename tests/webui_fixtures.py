@@ -66,6 +66,23 @@ def choose_custom_model(page: Any, model_path: str) -> None:
     expect(path).to_have_value(model_path)
 
 
+def sign_in(browser: Any, url: str, user: str, password: str, goto: str = "") -> Any:
+    """A page of its own (a fresh browser context) where `user` has signed in with the password form; then `goto`
+    (a query such as "?run=3") is opened as a pasted link would be."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    expect(page.locator("#lfops-whoami")).to_contain_text(f"Signed in as {user}", timeout=60_000)
+    if goto:
+        page.goto(url + goto)
+        expect(page.locator("#lfops-whoami")).to_contain_text(f"Signed in as {user}", timeout=60_000)
+    return page
+
+
 def plain(markdown: str) -> str:
     """The text a user reads in a Markdown message (backslash escapes and HTML entities resolved)."""
     return html.unescape(re.sub(r"\\(.)", r"\1", markdown))

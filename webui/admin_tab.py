@@ -13,12 +13,14 @@ from backend import audit
 from backend.auth import ROLES
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.fields import chosen_number
 from webui.paging import PAGE, page_offset
 from webui.render import md_text
 
 USER_HEADERS = ["name", "role", "active", "email", "since"]
 TOKEN_HEADERS = ["id", "prefix", "owner", "name", "scope", "state", "expires", "last used"]
 AUDIT_HEADERS = ["id", "at (UTC)", "actor", "action", "subject", "detail"]
+SHOWN_TO = "user.manage"  # the permission the tab is shown for; the backend checks each verb again
 
 
 def _when(value: datetime | None) -> str:
@@ -63,7 +65,7 @@ class AdminTab:
                 headers=TOKEN_HEADERS, interactive=False, label="Tokens", elem_id="lfops-admin-tokens"
             )
             with gr.Row(equal_height=True):
-                self.token_id = gr.Number(label="Token id", precision=0, scale=1, elem_id="lfops-token-id")
+                self.token_id = chosen_number("Token id", "lfops-token-id", scale=1)
                 self.revoke_btn = gr.Button("Revoke", variant="stop", scale=0, elem_id="lfops-token-revoke")
             self.token_info = gr.Markdown(elem_id="lfops-admin-token-info")
 
@@ -104,20 +106,30 @@ class AdminTab:
         self.revoke_btn.click(self.on_revoke, [self.token_id], [self.token_info], api_name="token_revoke").then(
             **tokens
         )
-        self.ctx.gate(self.tab, "user.manage")
+        self.ctx.gate(self.tab, SHOWN_TO)
 
     # ---- handlers -----------------------------------------------------------------------------------------------
 
     def _actor(self, request: gr.Request) -> Any:
         return self.ctx.auth.actor(request)
 
+    def _hidden_from(self, request: gr.Request) -> bool:
+        """The tab is not shown to this user: its lists, filled on every page load, stay empty rather than raise a
+        refusal notice on everyone else's page (the backend would refuse them)."""
+        actor = self._actor(request)
+        return actor is None or not actor.can(SHOWN_TO)
+
     @shows_errors(as_warning([]))
     def on_users(self, request: gr.Request) -> list[list[Any]]:
+        if self._hidden_from(request):
+            return []
         users = self.ctx.ws.users.list(self._actor(request))
         return [[u.name, u.role, "yes" if u.active else "no", u.email, _when(u.created_at)] for u in users]
 
     @shows_errors(as_warning([]))
     def on_tokens(self, request: gr.Request) -> list[list[Any]]:
+        if self._hidden_from(request):
+            return []
         views = self.ctx.ws.tokens.list(self._actor(request), everyone=True)
         return [
             [v.id, v.prefix, v.owner, v.name, v.scope, v.state, _when(v.expires_at), _when(v.last_used_at)]

@@ -24,7 +24,7 @@ window.lfopsPlace = (key, value) => {
   const url = new URL(window.location.href);
   const now = url.searchParams.get(key);
   const next = value === null || value === undefined || value === "" ? null : String(value);
-  if (next === "0") return window.lfopsPlace(key, null);  // an empty Number field reads 0
+  if (next === "0") return window.lfopsPlace(key, null);  // a typed 0 names no request or run
   if (now === next) return;
   if (next === null) url.searchParams.delete(key); else url.searchParams.set(key, next);
   if (key === "tab") { url.searchParams.delete("cr"); url.searchParams.delete("run"); }
@@ -100,12 +100,19 @@ class Places:
 
 
 # The request or run the URL named is shown by clicking its Open/Show button once its tab is on screen (a table
-# filled while its tab is hidden stays empty), then the draft is read.
+# filled while its tab is hidden stays empty: a fixed delay lost that race on a busy machine, so the button is
+# watched until it has been on screen for two looks in a row), then the draft is read.
 _OPEN_SELECTED_AND_READ_DRAFT = (
     """(user, d) => {
   const params = new URLSearchParams(window.location.search);
   const button = params.get('cr') ? '#lfops-cr-open' : params.get('run') ? '#lfops-run-show' : null;
-  if (button) setTimeout(() => document.querySelector(button)?.click(), 400);
+  let seen = 0, looks = 0;
+  const open = () => {
+    const el = button && document.querySelector(button);
+    seen = el && el.offsetParent !== null ? seen + 1 : 0;
+    if (seen >= 2) el.click(); else if (++looks < 300) setTimeout(open, 100);
+  };
+  if (button) setTimeout(open, 100);
   return [user, user ? localStorage.getItem('"""
     + DRAFT_KEY
     + """' + user) : ''];

@@ -57,6 +57,9 @@ CSS = """
 .lfops-diff-hunk { color: #6639ba; background: #f6f0ff; }
 .lfops-diff-meta { color: #57606a; font-weight: 600; }
 #lfops-whoami { text-align: right; }
-/* Notices (LlamaBoard's "non-instruct model" among them) at the bottom, not over the tabs and the top buttons. */
-.toast-wrap { top: auto !important; bottom: 16px !important; }
+/* Notices (LlamaBoard's "non-instruct model" among them) at the bottom left: not over the tabs and the sign-out link
+   at the top, nor over Save, Launch and the other buttons at the right end of their rows (the page's end cannot be
+   scrolled up, away from the bottom of the window). */
+.toast-wrap { top: auto !important; bottom: 16px !important; right: auto !important; left: 16px !important;
+              align-items: start !important; }
 """

@@ -12,6 +12,7 @@ from backend.review import ChangeRequestDetail
 from backend.review_status import ChangeRequestStatus
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.fields import chosen_number
 from webui.paging import PAGE, page_offset
 from webui.render import diff_html, md_code, md_text, value_text
 
@@ -68,9 +69,7 @@ class ReviewTab:
                 label="Change requests",
             )
             with gr.Row(equal_height=True):
-                self.cr_id = gr.Number(
-                    label="Change request #", value=None, precision=0, scale=1, elem_id="lfops-cr-id"
-                )
+                self.cr_id = chosen_number("Change request #", "lfops-cr-id", scale=1)
                 self.open_btn = gr.Button("Open", scale=0, elem_id="lfops-cr-open")
             self.header = gr.Markdown(elem_id="lfops-cr-header")
             with gr.Row():

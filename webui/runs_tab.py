@@ -18,6 +18,7 @@ import pandas as pd
 from backend.runners.base import RunState
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
+from webui.fields import chosen_number
 from webui.live import ACTIVE_WAIT_S, IDLE_WAIT_S, ChangeWaiter, PageView, PageViews
 from webui.paging import PAGE, page_offset
 from webui.plots import curves_caption, curves_figure, curves_frame, lineage_figure, progress_html
@@ -109,7 +110,7 @@ class RunsTab:
             headers=RUN_HEADERS, interactive=False, wrap=True, label="Runs (click a row)", elem_id="lfops-runs-table"
         )
         with gr.Row(equal_height=True):
-            self.run_id = gr.Number(label="Run #", value=None, precision=0, scale=1, elem_id="lfops-run-id")
+            self.run_id = chosen_number("Run #", "lfops-run-id", scale=1)
             self.show_btn = gr.Button("Show", scale=0, elem_id="lfops-run-show")
             self.cancel_btn = gr.Button(
                 "Cancel run", variant="stop", scale=0, visible=False, elem_id="lfops-run-cancel"
