@@ -15,10 +15,12 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 
+from backend.places import CHANGE_REQUEST, REVIEW_TAB, RUN, RUNS_TAB, TAB  # the URL pull requests link to
 from webui.context import AppContext
 
 # In the page's <head>: the one place that writes the URL, and Back/Forward showing the place they go to.
-HEAD = """
+HEAD = (
+    """
 <script>
 window.lfopsPlace = (key, value) => {
   const url = new URL(window.location.href);
@@ -27,14 +29,17 @@ window.lfopsPlace = (key, value) => {
   if (next === "0") return window.lfopsPlace(key, null);  // a typed 0 names no request or run
   if (now === next) return;
   if (next === null) url.searchParams.delete(key); else url.searchParams.set(key, next);
-  if (key === "tab") { url.searchParams.delete("cr"); url.searchParams.delete("run"); }
+  if (key === "TAB") { url.searchParams.delete("CR"); url.searchParams.delete("RUN"); }
   window.history.pushState({}, "", url);
 };
 window.addEventListener("popstate", () => window.location.reload());
 </script>
-"""
+""".replace('"TAB"', f'"{TAB}"')
+    .replace('"CR"', f'"{CHANGE_REQUEST}"')
+    .replace('"RUN"', f'"{RUN}"')
+)
 DRAFT_KEY = "lfops-draft:"  # + user name: LlamaBoard's Train form as the user left it, in localStorage
-_TABS = ("llamaboard", "review", "runs", "serving", "monitoring", "admin")
+_TABS = ("llamaboard", REVIEW_TAB, RUNS_TAB, "serving", "monitoring", "admin")
 
 
 class Places:
@@ -50,9 +55,9 @@ class Places:
         draft = gr.Textbox(visible=False, elem_id="lfops-place-draft")
         for tab in tabs.children:
             if isinstance(tab, gr.Tab) and tab.id in _TABS:
-                tab.select(None, None, None, js=f"() => window.lfopsPlace('tab', '{tab.id}')")
-        review.cr_id.change(None, [review.cr_id], None, js="(n) => window.lfopsPlace('cr', n)")
-        runs.run_id.change(None, [runs.run_id], None, js="(n) => window.lfopsPlace('run', n)")
+                tab.select(None, None, None, js=f"() => window.lfopsPlace('{TAB}', '{tab.id}')")
+        review.cr_id.change(None, [review.cr_id], None, js=f"(n) => window.lfopsPlace('{CHANGE_REQUEST}', n)")
+        runs.run_id.change(None, [runs.run_id], None, js=f"(n) => window.lfopsPlace('{RUN}', n)")
         demo.load(
             self.on_place,
             [search],
@@ -73,12 +78,12 @@ class Places:
     def on_place(self, search: str, request: gr.Request) -> tuple[Any, Any, Any, str]:
         """The tab and the selection a URL names; anything else in it is ignored."""
         query = parse_qs((search or "").lstrip("?"))
-        tab = (query.get("tab") or [""])[0]
-        cr, run = _number(query.get("cr")), _number(query.get("run"))
+        tab = (query.get(TAB) or [""])[0]
+        cr, run = _number(query.get(CHANGE_REQUEST)), _number(query.get(RUN))
         if not tab and cr:
-            tab = "review"
+            tab = REVIEW_TAB
         elif not tab and run:
-            tab = "runs"
+            tab = RUNS_TAB
         actor = self.ctx.signed_in(request)
         return (
             gr.Tabs(selected=tab) if tab in _TABS else gr.update(),
@@ -105,7 +110,11 @@ class Places:
 _OPEN_SELECTED_AND_READ_DRAFT = (
     """(user, d) => {
   const params = new URLSearchParams(window.location.search);
-  const button = params.get('cr') ? '#lfops-cr-open' : params.get('run') ? '#lfops-run-show' : null;
+  const button = params.get('"""
+    + CHANGE_REQUEST
+    + """') ? '#lfops-cr-open' : params.get('"""
+    + RUN
+    + """') ? '#lfops-run-show' : null;
   let seen = 0, looks = 0;
   const open = () => {
     const el = button && document.querySelector(button);

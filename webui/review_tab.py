@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from backend.places import REVIEW_TAB
 from backend.review import ChangeRequestDetail
 from backend.review_status import ChangeRequestStatus
 from webui.context import AppContext
@@ -44,7 +45,7 @@ class ReviewTab:
         self.ctx = ctx
 
     def build(self) -> None:
-        with gr.Tab("Review", id="review", elem_id="lfops-tab-review"):
+        with gr.Tab("Review", id=REVIEW_TAB, elem_id="lfops-tab-review"):
             with gr.Row(equal_height=True):
                 self.status = gr.Dropdown(
                     [("all", "all"), *((s.label, s.value) for s in ChangeRequestStatus.listed())],

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import pandas as pd
 
+from backend.places import RUNS_TAB
 from backend.runners.base import RunState
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
@@ -75,7 +76,7 @@ class RunsTab:
         self.waiter = ChangeWaiter(ctx.ws.runs.changes)
 
     def build(self) -> None:
-        with gr.Tab("Runs & lineage", id="runs", elem_id="lfops-tab-runs"):
+        with gr.Tab("Runs & lineage", id=RUNS_TAB, elem_id="lfops-tab-runs"):
             self._build_runs()
             self._build_compare()
             self._build_lineage()
