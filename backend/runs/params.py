@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, func, insert, literal, select, update
+from sqlalchemy import exists, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session, aliased
 
 from backend.errors import InvalidQuery
@@ -173,20 +173,25 @@ def param_search(
     the others) rows, never more than it has. Otherwise, when walking the runs in the list's order (an index) finds
     `rows_wanted` within fewer runs than the smallest filter matches, every filter is an EXISTS probe per run;
     else the smallest filter's runs are looked up first (IN) and the others probed."""
-    matches = [_match(s, f) for f in filters]
-    if not matches:
+    if not filters:
         return ParamSearch()
+    # One round trip checks the keys and counts: each filter's value is counted as each type it may be (a number,
+    # text), and the key's type picks the count that applies (or the error, the same as checking the type first).
+    readings = [(_reading(f, numeric=True), _reading(f, numeric=False)) for f in filters]
+    columns: list[Any] = []
+    for f, pair in zip(filters, readings, strict=True):
+        columns.append(_key_type(f.key))
+        columns.extend(_count(m.lookup()) if m is not None else null() for m in pair)
+    columns.append(select(func.coalesce(func.max(Run.id), 1)).scalar_subquery())
+    *found, total = s.execute(select(*columns)).one()
+    matches, counts = [], []
+    for i, f in enumerate(filters):
+        numeric, as_number, as_text = found[3 * i : 3 * i + 3]
+        if numeric is None:
+            raise InvalidQuery(f"{FIELD}: no run has a parameter named {f.key!r}", field=FIELD)
+        matches.append(_match(f, bool(numeric)))  # raises what the key's type makes of the value
+        counts.append(as_number if numeric else as_text)
     lookups = [m.lookup() for m in matches]
-    # one round trip: each filter's runs counted in its index (up to COUNT_CAP), and the runs there are
-    *counts, total = s.execute(
-        select(
-            *(
-                select(func.count()).select_from(lookup.limit(COUNT_CAP).subquery()).scalar_subquery()
-                for lookup in lookups
-            ),
-            select(func.coalesce(func.max(Run.id), 1)).scalar_subquery(),
-        )
-    ).one()
     smallest = min(range(len(counts)), key=counts.__getitem__)
     if by_loss and matches[smallest].is_equality:
         driver = aliased(RunParam, name="driver")
@@ -204,9 +209,28 @@ def param_search(
     return ParamSearch(clauses)
 
 
-def _match(s: Session, f: ParamFilter) -> _Match:
-    """The filter checked against its key's type."""
-    if _is_numeric(s, f.key):
+def _key_type(key: str) -> Any:
+    """Whether runs hold `key` as a number (true) or as text (false), NULL when no run has it: LLaMA-Factory's keys
+    are typed, so one row tells (one index probe)."""
+    return select(RunParam.num.is_not(None)).where(RunParam.key == key).limit(1).scalar_subquery()
+
+
+def _count(lookup: Any) -> Any:
+    """A filter's runs counted in its index, up to COUNT_CAP."""
+    return select(func.count()).select_from(lookup.limit(COUNT_CAP).subquery()).scalar_subquery()
+
+
+def _reading(f: ParamFilter, numeric: bool) -> _Match | None:
+    """The filter read as the given type, or None when its value cannot be that type."""
+    try:
+        return _match(f, numeric)
+    except InvalidQuery:
+        return None
+
+
+def _match(f: ParamFilter, numeric: bool) -> _Match:
+    """The filter checked against its key's type (numeric or text)."""
+    if numeric:
         low, high = (_number(f, end) for end in ((f.value, f.value) if not f.is_range else (f.low, f.high)))
         if low is not None and high is not None and low > high:
             raise _invalid(f.given, f"the range is empty ({f.low} > {f.high})")
@@ -215,15 +239,6 @@ def _match(s: Session, f: ParamFilter) -> _Match:
         raise _invalid(f.given, f"{f.key} is not numeric: give one value, not a range")
     text = _text(f.value or "")
     return _Match(f.key, False, text, text)
-
-
-def _is_numeric(s: Session, key: str) -> bool:
-    """Whether runs hold `key` as a number or as text (LLaMA-Factory's keys are typed: one row tells); an error when
-    no run has it at all (one index probe)."""
-    numeric = s.scalar(select(RunParam.num.is_not(None)).where(RunParam.key == key).limit(1))
-    if numeric is None:
-        raise InvalidQuery(f"{FIELD}: no run has a parameter named {key!r}", field=FIELD)
-    return bool(numeric)
 
 
 def _number(f: ParamFilter, raw: str | None) -> float | None:
