@@ -266,9 +266,9 @@ class RunQueries:
             if not id_in_range(change_request):
                 return []  # no change request has that number
             conditions.append(Config.change_request_id == change_request)
-        with self.store.session() as s:
-            custom_plans(s)
-            search = param_search(s, param_filters, Run.id, limit + offset, by_loss=order == "loss")
+        # reads only: no transaction's round trips, each statement planned for its values (Store.reading)
+        with self.store.reading() as s:
+            search = param_search(s, param_filters, limit + offset, by_loss=order == "loss")
             if search.driver is not None:  # one filter's index, read in loss order (the same order as below)
                 by = search.order
             elif order == "loss":
@@ -277,7 +277,7 @@ class RunQueries:
                 by = (Run.id.desc(),)
             q = runs_query(search.driver).where(*conditions, *search.clauses).order_by(*by)
             q = q.limit(max(1, min(limit, 10_000))).offset(max(0, offset))
-            return run_views(s, q)
+            return run_views(s, q, search.values)
 
     def metrics(
         self, actor: Actor, run_id: int, keys: tuple[str, ...] = ("loss",)
