@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,7 @@ _RUN_COLUMNS = (
 )
 
 
+@lru_cache(maxsize=8)  # built once per driver: a select is immutable (each .where() makes a new one)
 def runs_query(driver: Any = None) -> Any:
     """Runs with their config and submitter as plain columns in one query (lists of runs skip the ORM's per-row
     object building: 1,000 runs in a lineage answer stay well under the 50 ms budget). With a `driver` (an alias of
