@@ -277,7 +277,7 @@ def explain_lfops(store, iterations: int) -> float:  # noqa: ANN001
         cur = raw.cursor()
         statement, parameters = statements[0]
         postgres = store.engine.dialect.name == "postgresql"
-        if postgres:  # as RunQueries.list plans (backend.runs.queries.custom_plans)
+        if postgres:  # as RunQueries.list plans (unprepared statements: backend.store.Store.reading)
             cur.execute("SET plan_cache_mode = force_custom_plan")
         cur.execute(("EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN ") + statement, parameters)
         print("\n".join("    " + " | ".join(str(c) for c in row) for row in cur.fetchall()), flush=True)

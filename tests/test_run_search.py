@@ -140,8 +140,8 @@ def test_runs_without_a_loss_sort_last_by_run_number(any_db_env):
     expected = [ids[4], ids[1], ids[0], ids[2]]
     both = ["lora_rank=16", "learning_rate=2e-4"]
     with any_db_env.ws.store.session() as s:  # equality filters are read from run_params in loss order
-        assert param_search(s, parse_filters(both), Run.id, 50, by_loss=True).driver is not None
-        assert param_search(s, parse_filters(["lora_rank=8..16"]), Run.id, 50, by_loss=True).driver is None
+        assert param_search(s, parse_filters(both), 50, by_loss=True).driver is not None
+        assert param_search(s, parse_filters(["lora_rank=8..16"]), 50, by_loss=True).driver is None
         assert set(s.scalars(select(RunParam.loss).where(RunParam.run_id == ids[0]))) == {math.inf}
     assert ids_of(runs.list(alice, params=both, order="loss")) == expected
     assert ids_of(runs.list(alice, params=both, order="loss", limit=2, offset=2)) == expected[2:]

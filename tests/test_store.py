@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 from backend import audit
 from backend.auth import add_user, authenticate
@@ -88,3 +88,27 @@ def test_unreachable_database_is_a_clear_error_without_the_password():
     message = str(info.value)
     assert "unreachable" in message and "hunter2" not in message and "127.0.0.1:1" in message
     assert "hunter2" not in redact_url("postgresql://app:hunter2@h/db")
+
+
+def test_reading_runs_each_statement_on_its_own_and_hands_the_connection_back_as_it_was(store):
+    """Store.reading: no transaction (autocommit: no BEGIN or COMMIT sent) and, on PostgreSQL, nothing prepared; the
+    connection goes back to the pool transactional and preparing again, as the next session finds it."""
+    from psycopg.pq import TransactionStatus
+
+    postgres = store.engine.dialect.name == "postgresql"
+    with store.reading() as s:
+        assert s.scalar(select(func.count()).select_from(User)) >= 0
+        raw = s.connection().connection.dbapi_connection
+        if postgres:
+            assert raw.autocommit and raw.prepare_threshold is None
+            assert raw.info.transaction_status == TransactionStatus.IDLE
+        else:
+            assert raw.isolation_level is None and not raw.in_transaction
+    with store.session() as s:
+        s.scalar(select(func.count()).select_from(User))
+        raw = s.connection().connection.dbapi_connection
+        if postgres:
+            assert not raw.autocommit and raw.prepare_threshold == 5
+            assert raw.info.transaction_status == TransactionStatus.INTRANS
+        else:
+            assert raw.isolation_level is not None

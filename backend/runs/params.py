@@ -20,9 +20,10 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import exists, func, insert, literal, select, update
+from sqlalchemy import bindparam, exists, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session, aliased
 
 from backend.errors import InvalidQuery
@@ -119,6 +120,13 @@ def parse_filters(given: Iterable[str]) -> list[ParamFilter]:
     return filters
 
 
+# A filter's shape: (numeric, equality, has a low end, has a high end). The statements are built once per shape of
+# the filters, with bound parameters for keys and values (building and keying SQLAlchemy statements was half of a
+# search's own CPU time); `search_f<i>...` names cannot meet the names SQLAlchemy gives literal values.
+Shape = tuple[bool, bool, bool, bool]
+DRIVER = aliased(RunParam, name="driver")
+
+
 @dataclass(frozen=True)
 class _Match:
     """What one filter matches: one range of the (key, num) or (key, text) index; `low == high` for equality."""
@@ -132,37 +140,48 @@ class _Match:
     def is_equality(self) -> bool:
         return self.low is not None and self.low == self.high
 
-    def where(self, table: Any) -> list[Any]:
-        column = table.num if self.numeric else table.text
-        conditions = [table.key == self.key]
-        if self.is_equality:
-            return [*conditions, column == self.low]
-        if self.low is not None:
-            conditions.append(column >= self.low)
-        if self.high is not None:
-            conditions.append(column <= self.high)
-        return conditions
+    @property
+    def shape(self) -> Shape:
+        return (self.numeric, self.is_equality, self.low is not None, self.high is not None)
 
-    def lookup(self) -> Any:
-        return select(literal(1)).select_from(RunParam).where(*self.where(RunParam))
+    def values(self, name: str) -> dict[str, Any]:
+        """The bound values of `_conditions(..., name, self.shape)`."""
+        return {f"{name}_key": self.key, f"{name}_low": self.low, f"{name}_high": self.high}
+
+
+def _conditions(table: Any, name: str, shape: Shape) -> list[Any]:
+    numeric, equality, has_low, has_high = shape
+    column = table.num if numeric else table.text
+    conditions = [table.key == bindparam(f"{name}_key")]
+    if equality:
+        return [*conditions, column == bindparam(f"{name}_low")]
+    if has_low:
+        conditions.append(column >= bindparam(f"{name}_low"))
+    if has_high:
+        conditions.append(column <= bindparam(f"{name}_high"))
+    return conditions
+
+
+def _lookup(name: str, shape: Shape) -> Any:
+    return select(literal(1)).select_from(RunParam).where(*_conditions(RunParam, name, shape))
 
 
 @dataclass(frozen=True)
 class ParamSearch:
-    """The conditions the filters make, and, when one filter's index is read first in loss order, that alias of
-    run_params (`driver`): the query reads from it, joins the run on `driver.run_id` and orders by `order`."""
+    """The conditions the filters make, the values bound in them (`values`: pass them when executing), and, when
+    one filter's index is read first in loss order, that alias of run_params (`driver`): the query reads from it,
+    joins the run on `driver.run_id` and orders by `order`."""
 
-    clauses: list[Any] = field(default_factory=list)
+    clauses: Sequence[Any] = ()
     driver: Any = None
+    values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def order(self) -> tuple[Any, ...]:
         return (self.driver.loss, self.driver.run_id)
 
 
-def param_search(
-    s: Session, filters: Sequence[ParamFilter], run_id_column: Any, rows_wanted: int, by_loss: bool = False
-) -> ParamSearch:
+def param_search(s: Session, filters: Sequence[ParamFilter], rows_wanted: int, by_loss: bool = False) -> ParamSearch:
     """How to ask for the runs the filters match, checked against the keys runs have: an unknown key, a number
     expected and not given, or a range of text is an error naming the filter.
 
@@ -173,40 +192,101 @@ def param_search(
     the others) rows, never more than it has. Otherwise, when walking the runs in the list's order (an index) finds
     `rows_wanted` within fewer runs than the smallest filter matches, every filter is an EXISTS probe per run;
     else the smallest filter's runs are looked up first (IN) and the others probed."""
-    matches = [_match(s, f) for f in filters]
-    if not matches:
+    if not filters:
         return ParamSearch()
-    lookups = [m.lookup() for m in matches]
-    # one round trip: each filter's runs counted in its index (up to COUNT_CAP), and the runs there are
-    *counts, total = s.execute(
-        select(
-            *(
-                select(func.count()).select_from(lookup.limit(COUNT_CAP).subquery()).scalar_subquery()
-                for lookup in lookups
-            ),
-            select(func.coalesce(func.max(Run.id), 1)).scalar_subquery(),
-        )
-    ).one()
+    # One round trip checks the keys and counts: each filter's value is counted as each type it may be (a number,
+    # text), and the key's type picks the count that applies (or the error, the same as checking the type first).
+    readings = [(_reading(f, numeric=True), _reading(f, numeric=False)) for f in filters]
+    check_values: dict[str, Any] = {}
+    for i, (f, (as_number, as_text)) in enumerate(zip(filters, readings, strict=True)):
+        check_values[f"search_f{i}_key"] = f.key
+        for name, reading in ((f"search_f{i}n", as_number), (f"search_f{i}t", as_text)):
+            if reading is not None:
+                check_values |= reading.values(name)
+    shapes = tuple((n.shape if n else None, t.shape if t else None) for n, t in readings)
+    *found, total = s.execute(_check_statement(shapes), check_values).one()
+    matches, counts = [], []
+    for i, f in enumerate(filters):
+        numeric, as_number, as_text = found[3 * i : 3 * i + 3]
+        if numeric is None:
+            raise InvalidQuery(f"{FIELD}: no run has a parameter named {f.key!r}", field=FIELD)
+        matches.append(_match(f, bool(numeric)))  # raises what the key's type makes of the value
+        counts.append(as_number if numeric else as_text)
+    values: dict[str, Any] = {}
+    for i, m in enumerate(matches):
+        values |= m.values(f"search_f{i}")
+    match_shapes = tuple(m.shape for m in matches)
     smallest = min(range(len(counts)), key=counts.__getitem__)
     if by_loss and matches[smallest].is_equality:
-        driver = aliased(RunParam, name="driver")
-        others = (lookup for i, lookup in enumerate(lookups) if i != smallest)
-        probes = (exists(other.where(RunParam.run_id == driver.run_id)) for other in others)
-        return ParamSearch([*matches[smallest].where(driver), *probes], driver)
+        return ParamSearch(_driver_clauses(match_shapes, smallest), DRIVER, values)
     fraction = math.prod(count / total for count in counts)
     walk = fraction > 0 and rows_wanted / fraction <= counts[smallest]
+    return ParamSearch(_run_clauses(match_shapes, smallest, walk), None, values)
+
+
+@lru_cache(maxsize=256)
+def _check_statement(shapes: tuple[tuple[Shape | None, Shape | None], ...]) -> Any:
+    """Each filter's key type (`search_f<i>_key`) and its runs counted as a number (`search_f<i>n`) and as text
+    (`search_f<i>t`) where its value can be that; then the highest run id."""
+    columns: list[Any] = []
+    for i, (as_number, as_text) in enumerate(shapes):
+        columns.append(_key_type(bindparam(f"search_f{i}_key")))
+        for name, shape in ((f"search_f{i}n", as_number), (f"search_f{i}t", as_text)):
+            columns.append(_count(_lookup(name, shape)) if shape is not None else null())
+    columns.append(select(func.coalesce(func.max(Run.id), 1)).scalar_subquery())
+    return select(*columns)
+
+
+@lru_cache(maxsize=256)
+def _driver_clauses(shapes: tuple[Shape, ...], driving: int) -> tuple[Any, ...]:
+    """The driving filter on DRIVER, and EXISTS probes of the others.
+
+    Every row of a run carries its loss, so a probe names the other filter's whole index entry (key, value, loss,
+    run_id): both index ranges are in (loss, run_id) order and PostgreSQL merges them (0.4 ms for a page at 100,000
+    runs, where probing the primary key and the table per row took 8-20 ms)."""
+    probes = (
+        exists(_lookup(f"search_f{i}", shape).where(RunParam.loss == DRIVER.loss, RunParam.run_id == DRIVER.run_id))
+        for i, shape in enumerate(shapes)
+        if i != driving
+    )
+    return (*_conditions(DRIVER, f"search_f{driving}", shapes[driving]), *probes)
+
+
+@lru_cache(maxsize=256)
+def _run_clauses(shapes: tuple[Shape, ...], smallest: int, walk: bool) -> tuple[Any, ...]:
+    """Each filter as a probe per run (EXISTS), or, unless walking, the smallest as the runs it matches (IN)."""
     clauses = []
-    for i, lookup in enumerate(lookups):
+    for i, shape in enumerate(shapes):
+        lookup = _lookup(f"search_f{i}", shape)
         if walk or i != smallest:
-            clauses.append(exists(lookup.where(RunParam.run_id == run_id_column)))
+            clauses.append(exists(lookup.where(RunParam.run_id == Run.id)))
         else:
-            clauses.append(run_id_column.in_(lookup.with_only_columns(RunParam.run_id)))
-    return ParamSearch(clauses)
+            clauses.append(Run.id.in_(lookup.with_only_columns(RunParam.run_id)))
+    return tuple(clauses)
 
 
-def _match(s: Session, f: ParamFilter) -> _Match:
-    """The filter checked against its key's type."""
-    if _is_numeric(s, f.key):
+def _key_type(key: Any) -> Any:
+    """Whether runs hold `key` as a number (true) or as text (false), NULL when no run has it: LLaMA-Factory's keys
+    are typed, so one row tells (one index probe)."""
+    return select(RunParam.num.is_not(None)).where(RunParam.key == key).limit(1).scalar_subquery()
+
+
+def _count(lookup: Any) -> Any:
+    """A filter's runs counted in its index, up to COUNT_CAP."""
+    return select(func.count()).select_from(lookup.limit(COUNT_CAP).subquery()).scalar_subquery()
+
+
+def _reading(f: ParamFilter, numeric: bool) -> _Match | None:
+    """The filter read as the given type, or None when its value cannot be that type."""
+    try:
+        return _match(f, numeric)
+    except InvalidQuery:
+        return None
+
+
+def _match(f: ParamFilter, numeric: bool) -> _Match:
+    """The filter checked against its key's type (numeric or text)."""
+    if numeric:
         low, high = (_number(f, end) for end in ((f.value, f.value) if not f.is_range else (f.low, f.high)))
         if low is not None and high is not None and low > high:
             raise _invalid(f.given, f"the range is empty ({f.low} > {f.high})")
@@ -215,15 +295,6 @@ def _match(s: Session, f: ParamFilter) -> _Match:
         raise _invalid(f.given, f"{f.key} is not numeric: give one value, not a range")
     text = _text(f.value or "")
     return _Match(f.key, False, text, text)
-
-
-def _is_numeric(s: Session, key: str) -> bool:
-    """Whether runs hold `key` as a number or as text (LLaMA-Factory's keys are typed: one row tells); an error when
-    no run has it at all (one index probe)."""
-    numeric = s.scalar(select(RunParam.num.is_not(None)).where(RunParam.key == key).limit(1))
-    if numeric is None:
-        raise InvalidQuery(f"{FIELD}: no run has a parameter named {key!r}", field=FIELD)
-    return bool(numeric)
 
 
 def _number(f: ParamFilter, raw: str | None) -> float | None:

@@ -181,6 +181,29 @@ class Store:
         except OperationalError as exc:
             raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {self._reason(exc)}") from None
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads that need no transaction: each statement on its own (autocommit), so no BEGIN and
+        COMMIT round trips; writing through it is an error of the caller. On PostgreSQL its statements are planned
+        for their own values: psycopg does not prepare them (a prepared statement gets the server's generic plan from
+        its sixth run on, which for a skewed key joins through whole tables; backend.runs.queries.custom_plans)."""
+        self.require_current_schema()
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                raw = conn.connection.dbapi_connection
+                threshold = getattr(raw, "prepare_threshold", None)
+                if threshold is not None:
+                    raw.prepare_threshold = None  # type: ignore[union-attr]  # psycopg: never prepare
+                try:
+                    with Session(bind=conn) as session:
+                        yield session
+                finally:
+                    if threshold is not None:
+                        raw.prepare_threshold = threshold  # type: ignore[union-attr]
+        except OperationalError as exc:
+            raise StoreUnavailable(f"database {redact_url(self.url)} is unreachable: {self._reason(exc)}") from None
+
     def _reason(self, exc: BaseException) -> str:
         """The driver's first line, which may quote the URL or parts of it, redacted."""
         return redaction.redact(_first_line(exc), self.url)
