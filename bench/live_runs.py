@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import LFOPS, median, percentile, print_table  # noqa: E402
 from bench.webui_start import tree_usage  # noqa: E402
-from tests.helpers import printed_passwords  # noqa: E402
+from tests.helpers import first_start_passwords  # noqa: E402
 from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS, start_webui  # noqa: E402
 
 STEPS = 16
@@ -41,10 +41,13 @@ OBSERVER = """() => {
   window.__lfops = [];
   const last = {};
   new MutationObserver(() => {
+    const info = document.getElementById('lfops-run-info');
+    const shown = info ? info.innerText : '';  // which run the panel shows: its heading, "Run #N — ..."
     for (const id of ['lfops-runs-table', 'lfops-run-progress']) {
       const el = document.getElementById(id);
       const text = el ? el.innerText : '';
-      if (text !== last[id]) { last[id] = text; window.__lfops.push([Date.now() / 1000, id, text]); }
+      const key = id === 'lfops-run-progress' ? shown + '\n' + text : text;
+      if (key !== last[id]) { last[id] = key; window.__lfops.push([Date.now() / 1000, id, text, shown]); }
     }
   }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 }"""
@@ -124,18 +127,25 @@ def created_at(workspace: Path, run_id: int) -> float:
 
 
 def first_shown(events: list, element: str, pattern: str, after: float = 0.0) -> float | None:
-    for at, where, text in events:
+    for at, where, text, _shown in events:
         if where == element and at >= after and re.search(pattern, text, re.M):
             return at
     return None
 
 
-def first_at_step(events: list, step: int, after: float) -> float | None:
+def of_run(events: list, run_id: int) -> list:
+    """The progress bar's events while the run panel shows run `run_id` (its heading, "Run #N — ..."): a previous
+    run's state, still on the page for a moment after the click, is not this run's."""
+    heading = re.compile(rf"Run #{run_id}\b")
+    return [e for e in events if e[1] == "lfops-run-progress" and heading.search(e[3])]
+
+
+def first_at_step(events: list, step: int) -> float | None:
     """When the progress bar first showed step `step` or a later one (two steps logged within one pass of the run
     monitor show as the later one)."""
-    for at, where, text in events:
-        match = re.search(rf"step (\d+) / {STEPS}\b", text) if where == "lfops-run-progress" else None
-        if at >= after and (match and int(match.group(1)) >= step or "succeeded" in text):
+    for at, _where, text, _shown in events:
+        match = re.search(rf"step (\d+) / {STEPS}\b", text)
+        if match and int(match.group(1)) >= step or "succeeded" in text:
             return at
     return None
 
@@ -154,22 +164,26 @@ def bench_latency(browser, server, workspace: Path, users: dict[str, str], cr: s
         first = page.locator("#lfops-runs-table tbody tr").first  # newest first
         expect(first.locator("td").first).to_have_text(re.compile(rf"^\s*{run_id}\s*$"), timeout=60_000)
         first.locator("td").nth(2).click(force=True)
-        clicked = time.time()
-        page.locator("#lfops-run-progress", has_text="succeeded").wait_for(timeout=900_000)
+        expect(page.locator("#lfops-run-info")).to_contain_text(f"Run #{run_id} ", timeout=60_000)
+        expect(page.locator("#lfops-run-progress")).to_contain_text("succeeded", timeout=900_000)
         moments.join(60)
         events = page.evaluate("window.__lfops")
+        page.evaluate("window.__lfops = []")
         shown = first_shown(events, "lfops-runs-table", rf"^{run_id}\s")
         if shown is not None:
             samples["new run listed"].append(shown - created_at(workspace, run_id))
+        own = of_run(events, run_id)
+        if not own:
+            continue
+        panel_from = own[0][0]  # the panel shows this run from here on
         for step, logged in sorted(moments.steps.items()):
-            if logged > clicked + 1.0:  # the panel shows this run from the click on
-                at = first_at_step(events, step, after=clicked)
+            if logged > panel_from:
+                at = first_at_step(own, step)
                 if at is not None:
                     samples["step logged"].append(at - logged)
-        at = first_shown(events, "lfops-run-progress", "succeeded", after=clicked)
-        if at is not None:
+        at = first_shown(own, "lfops-run-progress", "succeeded")
+        if at is not None and moments.finished is not None:
             samples["finished"].append(at - moments.finished)
-        page.evaluate("window.__lfops = []")
     page.context.close()
     return samples
 
@@ -209,7 +223,7 @@ def main() -> None:
     workspace = tmp / "ws"
     server = start_webui(workspace, tmp / "server.log")
     try:
-        users = printed_passwords(server.output())
+        users = first_start_passwords(workspace)
         cr = merged_config(workspace, users)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
