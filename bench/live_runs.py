@@ -1,7 +1,7 @@
 """Live runs in the WebUI: how soon a page shows a run's change without any user action, and what open pages cost the
 server while nothing runs.
 
-    .venv/bin/python bench/live_runs.py [--runs 2] [--pages 10] [--window 20] [--windows 3]
+    .venv/bin/python bench/live_runs.py [--runs 2] [--pages 10] [--window 20] [--windows 3] [--part idle]
 
 `lfops webui` is started on a fresh workspace, as README starts it. Latency: a signed-in Chromium page keeps the Runs
 tab open while `lfops launch` starts real training runs of the tiny model (16 steps, a log line each). The backend's
@@ -210,44 +210,54 @@ def bench_idle(browser, server, users: dict[str, str], pages: int, window: float
     return cpu
 
 
+def idle_table(browser, server, users: dict[str, str], args: argparse.Namespace) -> None:
+    cpu = bench_idle(browser, server, users, args.pages, args.window, args.windows)
+    base, opened = median(cpu[0]), median(cpu[args.pages])
+    print_table(
+        ["signed-in pages on the Runs tab, nothing running", "server CPU, % of one core", "vs no page"],
+        [
+            ("0 (baseline)", f"{base:.2f}", "-"),
+            (str(args.pages), f"{opened:.2f}", f"+{opened - base:.2f} points"),
+        ],
+        title=f"Idle cost (median of {args.windows} windows of {args.window:g} s; "
+        f"with pages, the highest window {percentile(cpu[args.pages], 100):.2f}; load average "
+        f"{os.getloadavg()[0]:.1f})",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--part", choices=("both", "idle", "latency"), default="both")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="lfops-live-bench-"))
     workspace = tmp / "ws"
     server = start_webui(workspace, tmp / "server.log")
+    latency: dict[str, list] = {}
     try:
         users = first_start_passwords(workspace)
-        cr = merged_config(workspace, users)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            cpu = bench_idle(browser, server, users, args.pages, args.window, args.windows)
-            base, opened = median(cpu[0]), median(cpu[args.pages])
-            print_table(
-                ["signed-in pages on the Runs tab, nothing running", "server CPU, % of one core", "vs no page"],
-                [
-                    ("0 (baseline)", f"{base:.2f}", "-"),
-                    (str(args.pages), f"{opened:.2f}", f"+{opened - base:.2f} points"),
-                ],
-                title=f"Idle cost (median of {args.windows} windows of {args.window:g} s; "
-                f"with pages, the highest window {percentile(cpu[args.pages], 100):.2f})",
-            )
-            latency = bench_latency(browser, server, workspace, users, cr, args.runs)
+            if args.part != "latency":
+                idle_table(browser, server, users, args)
+            if args.part != "idle":
+                cr = merged_config(workspace, users)
+                latency = bench_latency(browser, server, workspace, users, cr, args.runs)
             browser.close()
     finally:
         server.stop()
-    load = os.getloadavg()[0]
-    print_table(
-        ["change in the backend", "n", "p50 s", "max s", "goal"],
-        [(kind, len(v), f"{median(v):.2f}", f"{max(v):.2f}" if v else "-", "<= 2 s") for kind, v in latency.items()],
-        title=f"Time until the page shows it, no user action ({args.runs} training runs; load average {load:.1f})",
-    )
+    if latency:
+        print_table(
+            ["change in the backend", "n", "p50 s", "max s", "goal"],
+            [(k, len(v), f"{median(v):.2f}", f"{max(v):.2f}" if v else "-", "<= 2 s") for k, v in latency.items()],
+            title=f"Time until the page shows it, no user action ({args.runs} training runs; load average "
+            f"{os.getloadavg()[0]:.1f})",
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Clicks and wall time for the walk "change one value of a config, save, approve, merge, launch, see the finished
 curve" in Chromium against `lfops webui`: opened from the repository (Open from repo) against the same walk the old
 way (a new config filled in LlamaBoard's form from its defaults: model, path, dataset, compute type, the value). The
-reviewer's part (a link to the request, approve, merge) is the same in both.
+reviewer's part (a link to the request, approve, merge) is the same in both. At the end the new way clicks the run's
+row once when it appears in the list and watches it finish (live updates); the old way had none: the user types the
+run's number and presses Show every 3 s until it has finished.
 
     .venv/bin/python bench/review_walk.py [--repeats 3]
 
@@ -25,10 +27,11 @@ if str(REPO_ROOT) not in sys.path:
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tests.helpers import printed_passwords  # noqa: E402
+from tests.helpers import first_start_passwords  # noqa: E402
 from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS, start_webui  # noqa: E402
 
 WAIT = 180_000
+POLL_MS = 3000  # the old way: how often the user presses Show while the run trains
 
 
 class Counted:
@@ -89,10 +92,11 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     a.fill(page.locator("#lfops-config-name textarea"), name)
     a.fill(page.locator("#lfops-config-message textarea"), f"learning rate {lr}")
     result = page.locator("#lfops-save-result")
-    before = result.inner_text()  # the last walk's answer is still there until this save answers
     a.click(page.locator("#lfops-save-btn"))
-    expect(result).not_to_have_text(before, timeout=WAIT)
-    expect(result).to_contain_text("Saved: change request #", timeout=WAIT)
+    # This walk's answer names its file: the last walk's answer stays on the page until then (while the save runs,
+    # its text even changes: Gradio's "processing" timer is added to it).
+    expect(result).to_contain_text(f"file configs/{name}.yaml", timeout=WAIT)
+    expect(result).to_contain_text("Saved: change request #")
     cr = int(re.search(r"change request #(\d+)", result.inner_text()).group(1))
     # the reviewer opens the request from the link in chat (the same in both walks: what differs is the analyst's)
     r.inputs += 1  # pasting the link
@@ -105,23 +109,29 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     # the analyst launches it and watches the curve
     a.choose("#lfops-launch-choice", f"#{cr} ")
     launched = page.locator("#lfops-launch-result")
-    before = launched.inner_text()
     a.click(page.locator("#lfops-launch-btn"))
-    expect(launched).not_to_have_text(before, timeout=WAIT)
-    expect(launched).to_contain_text("Run #", timeout=WAIT)
+    expect(launched).to_contain_text(f"configs/{name}.yaml", timeout=WAIT)  # this walk's answer, as for the save
     run = int(re.search(r"Run #(\d+)", launched.inner_text()).group(1))
     a.click(page.get_by_role("tab", name="Runs & lineage"))
-    a.fill(page.locator("#lfops-run-id input"), str(run))
-    while True:
-        a.click(page.locator("#lfops-run-show"))
-        info = page.locator("#lfops-run-info")
-        expect(info).to_contain_text(f"#{run}", timeout=WAIT)
-        if re.search(r"succeeded|failed", info.inner_text()):
-            break
-        page.wait_for_timeout(2000)
+    info = page.locator("#lfops-run-info")
+    if opened:  # now: the run appears in the list by itself; one click on its row, then the page follows it
+        row = page.locator("#lfops-runs-table tbody tr").first  # newest first
+        expect(row.locator("td").first).to_have_text(re.compile(rf"^\s*{run}\s*$"), timeout=WAIT)
+        a.click(row.locator("td").nth(2))
+        expect(info).to_contain_text(f"Run #{run} ", timeout=WAIT)
+        expect(info).to_contain_text(re.compile(r"succeeded|failed"), timeout=900_000)
+    else:  # before: no live updates, the user types the run's number and presses Show until it has finished
+        a.fill(page.locator("#lfops-run-id input"), str(run))
+        while True:
+            a.click(page.locator("#lfops-run-show"))
+            expect(info).to_contain_text(f"Run #{run} ", timeout=WAIT)
+            if re.search(r"succeeded|failed", info.inner_text()):
+                break
+            page.wait_for_timeout(POLL_MS)
     assert "succeeded" in info.inner_text(), info.inner_text()
     expect(page.locator("#lfops-run-plot")).to_be_visible()
     page.get_by_role("tab", name="LlamaBoard").click()
+    expect(page.locator("#lfops-save-btn")).to_be_visible(timeout=WAIT)  # back where the next walk starts
     return time.perf_counter() - started, a.clicks + r.clicks, a.inputs + r.inputs
 
 
@@ -134,7 +144,7 @@ def main() -> None:
         workspace = Path(tmp) / "ws"
         server = start_webui(workspace, Path(tmp) / "server.log")
         try:
-            users = printed_passwords(server.output())
+            users = first_start_passwords(workspace)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 analyst = sign_in(browser, server.url, "alice", users["alice"])
@@ -143,7 +153,14 @@ def main() -> None:
                     for opened in (False, True):  # interleaved
                         lr = f"{2 + i}e-4" if opened else f"{5 + i}e-4"
                         name = f"walk-{'open' if opened else 'new'}-{i}"
-                        results[opened].append(walk(analyst, reviewer, workspace, name, lr, opened))
+                        try:
+                            results[opened].append(walk(analyst, reviewer, workspace, name, lr, opened))
+                        except Exception:  # where each page was, for whoever reads the traceback
+                            for who, pg in (("analyst", analyst), ("reviewer", reviewer)):
+                                shot = Path(tempfile.gettempdir()) / f"lfops-walk-failed-{who}.png"
+                                pg.screenshot(path=str(shot), full_page=True)
+                                print(f"{who}: {pg.url} (screenshot {shot})", file=sys.stderr)
+                            raise
                 browser.close()
         finally:
             server.stop()
