@@ -59,4 +59,6 @@ CSS = """
 #lfops-whoami { text-align: right; }
 /* Notices (LlamaBoard's "non-instruct model" among them) at the bottom, not over the tabs and the top buttons. */
 .toast-wrap { top: auto !important; bottom: 16px !important; }
+/* In the page (a page's own script clicks it: webui.live) but never shown; Gradio leaves invisible ones out. */
+#lfops-runs-wake { display: none !important; }
 """

@@ -83,8 +83,9 @@ class RunsTab:
     def _build_runs(self) -> None:
         self.seen = gr.State(-1)  # the revision of the runs (backend.runs.changes) this page shows
         self.model_ref = gr.State("")  # the model version the shown run registered
-        # Clicked by the page's own long poll (webui.live.FOLLOW_JS) when it has something to show.
-        self.wake = gr.Button("Update", visible=False, elem_id=WAKE_ID)
+        # Clicked by the page's own long poll (webui.live.FOLLOW_JS) when it has something to show; hidden by CSS
+        # (webui.render), as an invisible component is not in the page at all.
+        self.wake = gr.Button("Update", elem_id=WAKE_ID)
         with gr.Row(equal_height=True):
             self.status = gr.Dropdown(
                 [("all", "all"), *((s.label, s.value) for s in RunState)], value="all", label="Status", scale=1
