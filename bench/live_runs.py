@@ -8,7 +8,9 @@ tab open while `lfops launch` starts real training runs of the tiny model (16 st
 moments are read where they happen, polled every 10 ms by this process: the run's row in the database (a new run),
 each step's line appearing in trainer_log.jsonl, and the wrapper's exit_code file (finished). The page's moments are
 recorded in the page by a MutationObserver on the runs table and the progress bar (the same clock: one machine). The
-page clicks the new run's row once (as a user would, to watch it); steps before that click are not counted.
+page clicks the new run's row once (as a user would, to watch it). Each progress sample is tied to the run the panel's
+heading names at that moment, so a previous run's state, on the page for a moment after the click, never counts for
+the new run; steps logged before the panel first showed the new run are not counted.
 
 Idle cost: the server's CPU time (its whole process tree) over windows of `--window` seconds with no page open, then
 with `--pages` signed-in pages on the Runs tab, no run active; the median of `--windows` windows each.
