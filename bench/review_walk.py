@@ -147,12 +147,17 @@ def main() -> None:
             users = first_start_passwords(workspace)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-                analyst = sign_in(browser, server.url, "alice", users["alice"])
                 reviewer = sign_in(browser, server.url, "rita", users["rita"])
+                analyst = None
                 for i in range(args.repeats):
                     for opened in (False, True):  # interleaved
                         lr = f"{2 + i}e-4" if opened else f"{5 + i}e-4"
                         name = f"walk-{'open' if opened else 'new'}-{i}"
+                        # A fresh page each walk (signing in is not timed): the last walk's form, its draft kept in
+                        # the browser and its selections would otherwise be this walk's start.
+                        if analyst is not None:
+                            analyst.context.close()
+                        analyst = sign_in(browser, server.url, "alice", users["alice"])
                         try:
                             results[opened].append(walk(analyst, reviewer, workspace, name, lr, opened))
                         except Exception:  # where each page was, for whoever reads the traceback
