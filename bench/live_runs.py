@@ -48,7 +48,7 @@ OBSERVER = """() => {
     for (const id of ['lfops-runs-table', 'lfops-run-progress']) {
       const el = document.getElementById(id);
       const text = el ? el.innerText : '';
-      const key = id === 'lfops-run-progress' ? shown + '\n' + text : text;
+      const key = id === 'lfops-run-progress' ? shown + ' | ' + text : text;
       if (key !== last[id]) { last[id] = key; window.__lfops.push([Date.now() / 1000, id, text, shown]); }
     }
   }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
