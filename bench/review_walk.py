@@ -1,6 +1,7 @@
 """Clicks and wall time for the walk "change one value of a config, save, approve, merge, launch, see the finished
 curve" in Chromium against `lfops webui`: opened from the repository (Open from repo) against the same walk the old
-way (a new config filled in LlamaBoard's form from its defaults: model, path, dataset, compute type, the value). The
+way (a new config filled in LlamaBoard's form from its defaults: model, path, dataset, compute type, and the example's
+values that differ from those defaults, so that both train the same steps; then the value). The
 reviewer's part (a link to the request, approve, merge) is the same in both. At the end the new way clicks the run's
 row once when it appears in the list and watches it finish (live updates); the old way had none: the user types the
 run's number and presses Show every 3 s until it has finished.
@@ -31,6 +32,8 @@ from tests.helpers import first_start_passwords  # noqa: E402
 from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS, start_webui  # noqa: E402
 
 WAIT = 180_000
+SAME_WORK = ("cutoff_len: 128", "max_samples: 64", "per_device_train_batch_size: 8", "num_train_epochs: 2.0")
+SAME_WORK += ("gradient_accumulation_steps: 1", "logging_steps: 1")
 POLL_MS = 3000  # the old way: how often the user presses Show while the run trains
 
 
@@ -87,7 +90,13 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
         page.keyboard.press("Escape")
         a.click(train.get_by_label("Compute type"))
         a.click(page.get_by_role("option", name="fp32"))
+        # ... and the values of configs/example.yaml that differ from LlamaBoard's defaults (the same training work)
         a.fill(train.get_by_label("Max samples"), "64")
+        a.fill(train.get_by_label("Total number of training epochs"), "2")  # Epochs (its label and info)
+        for label, value in (("Cutoff length", "128"), ("Batch size", "8"), ("Gradient accumulation", "1")):
+            a.fill(train.get_by_label(f"number input for {label}"), value)
+        a.click(train.get_by_text("Extra configurations"))
+        a.fill(train.get_by_label("number input for Logging steps"), "1")
     a.fill(train.get_by_label("Learning rate"), lr)
     a.fill(page.locator("#lfops-config-name textarea"), name)
     a.fill(page.locator("#lfops-config-message textarea"), f"learning rate {lr}")
@@ -97,6 +106,9 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     # its text even changes: Gradio's "processing" timer is added to it).
     expect(result).to_contain_text(f"file configs/{name}.yaml", timeout=WAIT)
     expect(result).to_contain_text("Saved: change request #")
+    saved = page.locator("#lfops-saved").inner_text()
+    for same in SAME_WORK:  # both ways train the same steps, so their wall times compare
+        assert same in saved, (same, saved)
     cr = int(re.search(r"change request #(\d+)", result.inner_text()).group(1))
     # the reviewer opens the request from the link in chat (the same in both walks: what differs is the analyst's)
     r.inputs += 1  # pasting the link
