@@ -8,13 +8,15 @@ run's number and presses Show every 3 s until it has finished.
 
     .venv/bin/python bench/review_walk.py [--repeats 3]
 
-Both walks run in the same server, interleaved; the table shows the median wall time, the clicks and the fields
-typed or chosen (a user's actions), and the ratio against the old way. Training is the tiny model on the CPU.
+Both walks run in the same server, interleaved; the table shows the median wall time, the time until the run was
+launched (after that both wait for the same training, whose length follows the machine's load), the clicks and the
+fields typed or chosen (a user's actions), and the ratios against the old way. Training is the tiny model on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -28,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from bench.common import print_table  # noqa: E402
 from tests.helpers import first_start_passwords  # noqa: E402
 from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS, start_webui  # noqa: E402
 
@@ -69,7 +72,7 @@ def sign_in(browser, url: str, user: str, password: str):
     return page
 
 
-def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -> tuple[float, int, int]:
+def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -> tuple[float, float, int, int]:
     a, r = Counted(analyst), Counted(reviewer)
     page = analyst
     train = page.locator("#lfops-tab-train")
@@ -124,6 +127,7 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     a.click(page.locator("#lfops-launch-btn"))
     expect(launched).to_contain_text(f"configs/{name}.yaml", timeout=WAIT)  # this walk's answer, as for the save
     run = int(re.search(r"Run #(\d+)", launched.inner_text()).group(1))
+    until_launched = time.perf_counter() - started  # from here on both wait for the same training (load-bound)
     a.click(page.get_by_role("tab", name="Runs & lineage"))
     info = page.locator("#lfops-run-info")
     if opened:  # now: the run appears in the list by itself; one click on its row, then the page follows it
@@ -144,14 +148,14 @@ def walk(analyst, reviewer, workspace: Path, name: str, lr: str, opened: bool) -
     expect(page.locator("#lfops-run-plot")).to_be_visible()
     page.get_by_role("tab", name="LlamaBoard").click()
     expect(page.locator("#lfops-save-btn")).to_be_visible(timeout=WAIT)  # back where the next walk starts
-    return time.perf_counter() - started, a.clicks + r.clicks, a.inputs + r.inputs
+    return time.perf_counter() - started, until_launched, a.clicks + r.clicks, a.inputs + r.inputs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    results: dict[bool, list[tuple[float, int, int]]] = {True: [], False: []}
+    results: dict[bool, list[tuple[float, float, int, int]]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="lfops-walk-") as tmp:
         workspace = Path(tmp) / "ws"
         server = start_webui(workspace, Path(tmp) / "server.log")
@@ -181,15 +185,26 @@ def main() -> None:
                 browser.close()
         finally:
             server.stop()
-    old = statistics.median(t for t, _, _ in results[False])
-    print(f"\n{args.repeats} walks each, interleaved (median)\n")
-    print("| walk | wall time | clicks | fields typed or chosen | wall vs old way |")
-    print("|---|---:|---:|---:|---:|")
+    old = [statistics.median(walk[k] for walk in results[False]) for k in (0, 1)]
+    rows = []
     for opened, label in ((False, "new config from LlamaBoard's defaults (before)"), (True, "Open from repo")):
-        wall = statistics.median(t for t, _, _ in results[opened])
-        clicks = statistics.median(c for _, c, _ in results[opened])
-        inputs = statistics.median(n for _, _, n in results[opened])
-        print(f"| {label} | {wall:.1f} s | {clicks:.0f} | {inputs:.0f} | {wall / old:.2f}x |")
+        wall, launched, clicks, inputs = (statistics.median(walk[k] for walk in results[opened]) for k in range(4))
+        rows.append(
+            (
+                label,
+                f"{wall:.1f} s",
+                f"{launched:.1f} s",
+                f"{clicks:.0f}",
+                f"{inputs:.0f}",
+                f"{wall / old[0]:.2f}x",
+                f"{launched / old[1]:.2f}x",
+            )
+        )
+    print_table(
+        ["walk", "wall time", "until launched", "clicks", "fields typed or chosen", "wall vs old", "launched vs old"],
+        rows,
+        title=f"{args.repeats} walks each, interleaved (median; load average {os.getloadavg()[0]:.1f})",
+    )
 
 
 if __name__ == "__main__":
