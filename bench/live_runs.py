@@ -1,14 +1,16 @@
 """Live runs in the WebUI: how soon a page shows a run's change without any user action, and what open pages cost the
 server while nothing runs.
 
-    .venv/bin/python bench/live_runs.py [--runs 2] [--pages 10] [--window 20] [--windows 3]
+    .venv/bin/python bench/live_runs.py [--runs 2] [--pages 10] [--window 20] [--windows 3] [--part idle]
 
 `lfops webui` is started on a fresh workspace, as README starts it. Latency: a signed-in Chromium page keeps the Runs
 tab open while `lfops launch` starts real training runs of the tiny model (16 steps, a log line each). The backend's
 moments are read where they happen, polled every 10 ms by this process: the run's row in the database (a new run),
 each step's line appearing in trainer_log.jsonl, and the wrapper's exit_code file (finished). The page's moments are
 recorded in the page by a MutationObserver on the runs table and the progress bar (the same clock: one machine). The
-page clicks the new run's row once (as a user would, to watch it); steps before that click are not counted.
+page clicks the new run's row once (as a user would, to watch it). Each progress sample is tied to the run the panel's
+heading names at that moment, so a previous run's state, on the page for a moment after the click, never counts for
+the new run; steps logged before the panel first showed the new run are not counted.
 
 Idle cost: the server's CPU time (its whole process tree) over windows of `--window` seconds with no page open, then
 with `--pages` signed-in pages on the Runs tab, no run active; the median of `--windows` windows each.
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import LFOPS, median, percentile, print_table  # noqa: E402
 from bench.webui_start import tree_usage  # noqa: E402
-from tests.helpers import printed_passwords  # noqa: E402
+from tests.helpers import first_start_passwords  # noqa: E402
 from tests.webui_fixtures import CHROMIUM, CHROMIUM_ARGS, start_webui  # noqa: E402
 
 STEPS = 16
@@ -41,10 +43,13 @@ OBSERVER = """() => {
   window.__lfops = [];
   const last = {};
   new MutationObserver(() => {
+    const info = document.getElementById('lfops-run-info');
+    const shown = info ? info.innerText : '';  // which run the panel shows: its heading, "Run #N — ..."
     for (const id of ['lfops-runs-table', 'lfops-run-progress']) {
       const el = document.getElementById(id);
       const text = el ? el.innerText : '';
-      if (text !== last[id]) { last[id] = text; window.__lfops.push([Date.now() / 1000, id, text]); }
+      const key = id === 'lfops-run-progress' ? shown + ' | ' + text : text;
+      if (key !== last[id]) { last[id] = key; window.__lfops.push([Date.now() / 1000, id, text, shown]); }
     }
   }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 }"""
@@ -124,18 +129,25 @@ def created_at(workspace: Path, run_id: int) -> float:
 
 
 def first_shown(events: list, element: str, pattern: str, after: float = 0.0) -> float | None:
-    for at, where, text in events:
+    for at, where, text, _shown in events:
         if where == element and at >= after and re.search(pattern, text, re.M):
             return at
     return None
 
 
-def first_at_step(events: list, step: int, after: float) -> float | None:
+def of_run(events: list, run_id: int) -> list:
+    """The progress bar's events while the run panel shows run `run_id` (its heading, "Run #N — ..."): a previous
+    run's state, still on the page for a moment after the click, is not this run's."""
+    heading = re.compile(rf"Run #{run_id}\b")
+    return [e for e in events if e[1] == "lfops-run-progress" and heading.search(e[3])]
+
+
+def first_at_step(events: list, step: int) -> float | None:
     """When the progress bar first showed step `step` or a later one (two steps logged within one pass of the run
     monitor show as the later one)."""
-    for at, where, text in events:
-        match = re.search(rf"step (\d+) / {STEPS}\b", text) if where == "lfops-run-progress" else None
-        if at >= after and (match and int(match.group(1)) >= step or "succeeded" in text):
+    for at, _where, text, _shown in events:
+        match = re.search(rf"step (\d+) / {STEPS}\b", text)
+        if match and int(match.group(1)) >= step or "succeeded" in text:
             return at
     return None
 
@@ -154,22 +166,26 @@ def bench_latency(browser, server, workspace: Path, users: dict[str, str], cr: s
         first = page.locator("#lfops-runs-table tbody tr").first  # newest first
         expect(first.locator("td").first).to_have_text(re.compile(rf"^\s*{run_id}\s*$"), timeout=60_000)
         first.locator("td").nth(2).click(force=True)
-        clicked = time.time()
-        page.locator("#lfops-run-progress", has_text="succeeded").wait_for(timeout=900_000)
+        expect(page.locator("#lfops-run-info")).to_contain_text(f"Run #{run_id} ", timeout=60_000)
+        expect(page.locator("#lfops-run-progress")).to_contain_text("succeeded", timeout=900_000)
         moments.join(60)
         events = page.evaluate("window.__lfops")
+        page.evaluate("window.__lfops = []")
         shown = first_shown(events, "lfops-runs-table", rf"^{run_id}\s")
         if shown is not None:
             samples["new run listed"].append(shown - created_at(workspace, run_id))
+        own = of_run(events, run_id)
+        if not own:
+            continue
+        panel_from = own[0][0]  # the panel shows this run from here on
         for step, logged in sorted(moments.steps.items()):
-            if logged > clicked + 1.0:  # the panel shows this run from the click on
-                at = first_at_step(events, step, after=clicked)
+            if logged > panel_from:
+                at = first_at_step(own, step)
                 if at is not None:
                     samples["step logged"].append(at - logged)
-        at = first_shown(events, "lfops-run-progress", "succeeded", after=clicked)
-        if at is not None:
+        at = first_shown(own, "lfops-run-progress", "succeeded")
+        if at is not None and moments.finished is not None:
             samples["finished"].append(at - moments.finished)
-        page.evaluate("window.__lfops = []")
     page.context.close()
     return samples
 
@@ -196,44 +212,54 @@ def bench_idle(browser, server, users: dict[str, str], pages: int, window: float
     return cpu
 
 
+def idle_table(browser, server, users: dict[str, str], args: argparse.Namespace) -> None:
+    cpu = bench_idle(browser, server, users, args.pages, args.window, args.windows)
+    base, opened = median(cpu[0]), median(cpu[args.pages])
+    print_table(
+        ["signed-in pages on the Runs tab, nothing running", "server CPU, % of one core", "vs no page"],
+        [
+            ("0 (baseline)", f"{base:.2f}", "-"),
+            (str(args.pages), f"{opened:.2f}", f"+{opened - base:.2f} points"),
+        ],
+        title=f"Idle cost (median of {args.windows} windows of {args.window:g} s; "
+        f"with pages, the highest window {percentile(cpu[args.pages], 100):.2f}; load average "
+        f"{os.getloadavg()[0]:.1f})",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--part", choices=("both", "idle", "latency"), default="both")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="lfops-live-bench-"))
     workspace = tmp / "ws"
     server = start_webui(workspace, tmp / "server.log")
+    latency: dict[str, list] = {}
     try:
-        users = printed_passwords(server.output())
-        cr = merged_config(workspace, users)
+        users = first_start_passwords(workspace)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            cpu = bench_idle(browser, server, users, args.pages, args.window, args.windows)
-            base, opened = median(cpu[0]), median(cpu[args.pages])
-            print_table(
-                ["signed-in pages on the Runs tab, nothing running", "server CPU, % of one core", "vs no page"],
-                [
-                    ("0 (baseline)", f"{base:.2f}", "-"),
-                    (str(args.pages), f"{opened:.2f}", f"+{opened - base:.2f} points"),
-                ],
-                title=f"Idle cost (median of {args.windows} windows of {args.window:g} s; "
-                f"with pages, the highest window {percentile(cpu[args.pages], 100):.2f})",
-            )
-            latency = bench_latency(browser, server, workspace, users, cr, args.runs)
+            if args.part != "latency":
+                idle_table(browser, server, users, args)
+            if args.part != "idle":
+                cr = merged_config(workspace, users)
+                latency = bench_latency(browser, server, workspace, users, cr, args.runs)
             browser.close()
     finally:
         server.stop()
-    load = os.getloadavg()[0]
-    print_table(
-        ["change in the backend", "n", "p50 s", "max s", "goal"],
-        [(kind, len(v), f"{median(v):.2f}", f"{max(v):.2f}" if v else "-", "<= 2 s") for kind, v in latency.items()],
-        title=f"Time until the page shows it, no user action ({args.runs} training runs; load average {load:.1f})",
-    )
+    if latency:
+        print_table(
+            ["change in the backend", "n", "p50 s", "max s", "goal"],
+            [(k, len(v), f"{median(v):.2f}", f"{max(v):.2f}" if v else "-", "<= 2 s") for k, v in latency.items()],
+            title=f"Time until the page shows it, no user action ({args.runs} training runs; load average "
+            f"{os.getloadavg()[0]:.1f})",
+        )
 
 
 if __name__ == "__main__":

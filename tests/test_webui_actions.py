@@ -231,11 +231,11 @@ def test_launch_trains_an_approved_config_and_runs_tab_shows_it(web):
     and the registered model's lineage is drawn."""
     review, train = web.app.review, web.app.train
     cr = cr_id_of(save(web, "alice", "to-launch"))
-    choices, button, reason = train.on_offer(None, request_for("alice"))
+    choices, button, reason, _listed = train.on_offer(None, None, request_for("alice"))
     assert cr not in [c[1] for c in choices["choices"]]
     review.on_approve(cr, "ok", request_for("rita"))
     review.on_merge(cr, "", request_for("rita"))
-    choices, button, reason = train.on_offer(None, request_for("alice"))
+    choices, button, reason, _listed = train.on_offer(None, None, request_for("alice"))
     assert cr in [c[1] for c in choices["choices"]] and button["interactive"] is True and reason == ""
     assert choices["value"] is None  # nothing preselected: the list shows every merged request
     unmerged = cr_id_of(save(web, "alice", "not-reviewed"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import gradio as gr
 import pytest
 
 from tests.snapshots import snapshot
@@ -54,7 +55,7 @@ def cr_of(text: str) -> int:
 
 def test_a_one_value_change_from_an_opened_config_shows_one_changed_row(web):
     train, review = web.app.train, web.app.review
-    choices, _targets = train.on_openable(request_for("alice"))
+    choices, _targets, _shown = train.on_openable(None, request_for("alice"))
     assert ("main: configs/example.yaml", "main:configs/example.yaml") in choices["choices"]
     form, out = opened_form(web, "alice", "main:configs/example.yaml", **{"train.learning_rate": "2e-4"})
     assert "Opened `configs/example.yaml`" in plain(out[train.open_result])
@@ -78,7 +79,7 @@ def test_update_change_request_from_its_own_head_after_changes_were_requested(we
     cr = cr_of(save_form(web, "alice", form, out[train.opened], "example-rank", "rank 16"))
     assert "sent back" in plain(review.on_request_changes(cr, "and 3 epochs", request_for("rita")))
 
-    _choices, targets = train.on_openable(request_for("alice"))
+    _choices, targets, _shown = train.on_openable(None, request_for("alice"))
     assert (f"update change request #{cr} (configs/example-rank.yaml)", str(cr)) in targets["choices"]
     form, out = opened_form(web, "alice", f"cr:{cr}", **{"train.num_train_epochs": "3"})
     assert out[train.target]["value"] == str(cr)  # her own request under review: Save revises it
@@ -116,3 +117,33 @@ def test_merged_requests_offer_no_approve_or_merge_and_the_list_shows_labels(web
     assert f"#{cr} merged" in review.on_merge(cr, "", request_for("rita"))
     *_, approve, changes, merge, close = review.on_show(cr, False, False, request_for("rita"))
     assert not any(b["visible"] for b in (approve, changes, merge, close))
+
+
+def test_a_focused_list_is_sent_again_only_when_its_choices_changed(web):
+    """Gradio filters new choices by the chosen option's label: Launch's list, refreshed on focus after a first
+    launch, showed only that first request. A list is now sent only when it changed, and then with nothing chosen."""
+    train, review = web.app.train, web.app.review
+    sources, targets, shown = train.on_openable(None, request_for("alice"))
+    assert sources["value"] is None
+    assert ("main: configs/example.yaml", "main:configs/example.yaml") in sources["choices"]
+    assert "value" not in targets  # "Save as" stays on "a new change request"
+    assert train.on_openable(shown, request_for("alice"))[:2] == (gr.update(), gr.update())  # nothing new
+
+    launchable, _button, _reason, listed = train.on_offer(None, None, request_for("alice"))
+    merged = []
+    for name in ("focus-one", "focus-two"):
+        form, out = opened_form(web, "alice", "main:configs/example.yaml", **{"train.learning_rate": "3e-4"})
+        cr = cr_of(save_form(web, "alice", form, out[train.opened], name, name))
+        review.on_approve(cr, "ok", request_for("rita"))
+        review.on_merge(cr, "", request_for("rita"))
+        merged.append(cr)
+        if name == "focus-one":
+            launchable, _button, _reason, listed = train.on_offer(None, listed, request_for("alice"))
+            assert [c[1] for c in launchable["choices"]].count(cr) == 1
+            assert train.on_offer(cr, listed, request_for("alice"))[0] == gr.update()  # chosen, nothing new: kept
+    launchable, *_rest = train.on_offer(merged[0], listed, request_for("alice"))  # #1 chosen, #2 merged since
+    assert {*merged} <= {c[1] for c in launchable["choices"]} and launchable["value"] is None  # all of it listed
+
+    sources, targets, _shown = train.on_openable(shown, request_for("alice"))
+    assert {"main:configs/focus-one.yaml", "main:configs/focus-two.yaml"} <= {c[1] for c in sources["choices"]}
+    assert sources["value"] is None and targets == gr.update()  # merged: none of hers is under review any more

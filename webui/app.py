@@ -16,8 +16,9 @@ from fastapi.responses import RedirectResponse
 
 from webui import llamaboard as lb
 from webui.admin_tab import AdminTab
-from webui.auth import COOKIES, sign_out, use_stored_sessions
+from webui.auth import COOKIES, NONE, sign_out, use_stored_sessions
 from webui.context import AppContext
+from webui.live import add_wait_route
 from webui.monitoring_tab import MonitoringTab
 from webui.places import HEAD, Places
 from webui.render import CSS
@@ -80,6 +81,8 @@ def asgi_app(ctx: AppContext, web: WebApp) -> FastAPI:
             response.delete_cookie(cookie, path="/")
         return response
 
+    # The pages' long poll (webui.live), before Gradio's mount at "/" takes every other path.
+    add_wait_route(app, web.runs.waiter, lambda request: ctx.auth.mode == NONE or bool(app.state.session_user(request)))
     with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints a debug line when mounting
         gr.mount_gradio_app(app, web.blocks.queue(), "/", show_api=False, **ctx.auth.launch_kwargs())
     gradio_app = app.routes[-1].app  # the Mount just added

@@ -1,8 +1,11 @@
-"""Live pages without polling: a page's timer tick waits here, on the server's event loop, until the runs move
-(backend.runs.changes) or a time runs out; and what each page shows, so that a tick renders the page as it is now.
+"""Live pages without polling: each page's browser waits here (`GET lfops/runs/wait`, a plain HTTP long poll, no
+Gradio event), on the server's event loop, until the runs move (backend.runs.changes) or a time runs out; then it
+clicks the Runs tab's hidden wake button, whose Gradio event renders what moved on that page. Also what each page
+shows, so that a wake renders the page as it is now.
 
-A tick is a long poll: while nothing moves it holds no thread and does no work, and it ends after `IDLE_WAIT_S`, so
-an idle page costs one small request every `IDLE_WAIT_S` seconds; when a run moves, every waiting page wakes at once.
+While nothing moves a wait holds no thread and does no work, and it ends after `IDLE_WAIT_S`, so an idle page costs
+one small request every `IDLE_WAIT_S` seconds; when a run moves, every waiting page wakes at once. The wait is not a
+pending Gradio event on purpose: while a page has one, Gradio's stream to that page checks for messages every 50 ms.
 """
 
 from __future__ import annotations
@@ -10,15 +13,47 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
 from backend.runs import RunChanges
 
-# An idle page's tick returns after this long (and the next one waits again).
-IDLE_WAIT_S = 20.0
+# An idle page's wait returns after this long (and the browser asks again); under the usual proxy read timeout (60 s).
+IDLE_WAIT_S = 25.0
 # While the page shows an unfinished run, its elapsed time moves even when nothing is logged.
 ACTIVE_WAIT_S = 5.0
+WAIT_PATH = "/lfops/runs/wait"
+WAKE_ID = "lfops-runs-wake"  # the Runs tab's hidden button that the browser clicks when its wait says so
+# Started once per page on load (a JS-only event: no server call): wait, wake the page when the runs moved (or, while
+# it shows an unfinished run, when the wait ran out: the elapsed time moves), wait again. A hidden browser tab does
+# not wait; it catches up when shown again.
+FOLLOW_JS = f"""() => {{
+  if (window.lfopsFollowing) return;
+  window.lfopsFollowing = true;
+  const pause = (ms) => new Promise((done) => setTimeout(done, ms));
+  const shown = () => new Promise((done) => document.addEventListener("visibilitychange", done, {{once: true}}));
+  (async () => {{
+    let since = -1;
+    for (;;) {{
+      if (document.visibilityState !== "visible") {{ await shown(); continue; }}
+      const run = parseInt(document.querySelector("#lfops-run-id input")?.value || "", 10);
+      let answer;
+      try {{
+        const resp = await fetch("{WAIT_PATH.lstrip("/")}?since=" + since + (run > 0 ? "&run=" + run : ""),
+                                 {{cache: "no-store"}});
+        if (!resp.ok) {{ await pause(10000); continue; }}
+        answer = await resp.json();
+      }} catch (e) {{ await pause(5000); continue; }}
+      if (answer.revision !== since || answer.active) document.getElementById("{WAKE_ID}")?.click();
+      since = answer.revision;
+    }}
+  }})();
+}}"""
 # Pages remembered (oldest forgotten first): a few numbers and strings each.
 MAX_PAGES = 2000
 
@@ -93,3 +128,21 @@ class PageViews:
             self._views[session] = replace(self._views.pop(session, PageView()), **changes)
             while len(self._views) > MAX_PAGES:
                 self._views.popitem(last=False)
+
+
+def add_wait_route(app: FastAPI, waiter: ChangeWaiter, signed_in: Callable[[Request], bool]) -> None:
+    """`GET lfops/runs/wait?since=R[&run=N]`: `{"revision": ..., "active": ...}` once the runs moved past revision
+    R, or after a while (shorter while run N is unfinished). Only for a signed-in page (401 otherwise): it says no
+    more than that something moved, which the page then asks about through its own (authorised) event."""
+    changes = waiter.changes
+
+    @app.get(WAIT_PATH, include_in_schema=False)
+    async def wait(request: Request, since: int = -1, run: int | None = None) -> JSONResponse:
+        if not await run_in_threadpool(signed_in, request):  # a session lookup may read the store
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        active = run is not None and changes.unfinished(run)
+        revision = await waiter.wait(since, ACTIVE_WAIT_S if active else IDLE_WAIT_S)
+        return JSONResponse(
+            {"revision": revision, "active": run is not None and changes.unfinished(run)},
+            headers={"Cache-Control": "no-store"},
+        )

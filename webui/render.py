@@ -62,4 +62,6 @@ CSS = """
    scrolled up, away from the bottom of the window). */
 .toast-wrap { top: auto !important; bottom: 16px !important; right: auto !important; left: 16px !important;
               align-items: start !important; }
+/* In the page (a page's own script clicks it: webui.live) but never shown; Gradio leaves invisible ones out. */
+#lfops-runs-wake { display: none !important; }
 """

@@ -2,9 +2,9 @@
 cancelled), a comparison of runs, and where a model came from, drawn as a graph. Each section is a thin view over
 `Workspace.runs`, `.lineage` and `.registry`; a new backend question becomes one more `_build_*` section here.
 
-Live without polling: the page's timer tick is a long poll (webui.live) that returns when a run appears, changes
-status or logs a step, and renders what the page shows at that moment (its filters, its run); while nothing runs,
-a tick waits without doing anything.
+Live without polling: the browser long-polls (webui.live) until a run appears, changes status or logs a step, then
+clicks the tab's hidden wake button, which renders what the page shows at that moment (its filters, its run); while
+nothing runs, the page waits without any Gradio event pending.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from backend.runners.base import RunState
 from webui.context import AppContext
 from webui.errors import as_message, as_warning, invalid, shows_errors
 from webui.fields import chosen_number
-from webui.live import ACTIVE_WAIT_S, IDLE_WAIT_S, ChangeWaiter, PageView, PageViews
+from webui.live import FOLLOW_JS, WAKE_ID, ChangeWaiter, PageView, PageViews
 from webui.paging import PAGE, page_offset
 from webui.plots import curves_caption, curves_figure, curves_frame, lineage_figure, progress_html
 from webui.render import md_code, md_text
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 RUN_HEADERS = ["#", "status", "config", "commit", "change request", "submitted by", "final loss", "started", "seconds"]
 DEFAULT_CURVES = ("loss", "eval_loss")
 LOG_LINES = 200
-# How often the page's timer may start a tick; a tick itself waits for a change (webui.live).
-TICK_S = 0.5
 
 
 def _fmt(value: Any) -> str:
@@ -87,8 +85,9 @@ class RunsTab:
     def _build_runs(self) -> None:
         self.seen = gr.State(-1)  # the revision of the runs (backend.runs.changes) this page shows
         self.model_ref = gr.State("")  # the model version the shown run registered
-        self.pulse = gr.State(0)  # bumped by the timer's long poll when the page has something to show
-        self.timer = gr.Timer(TICK_S)
+        # Clicked by the page's own long poll (webui.live.FOLLOW_JS) when it has something to show; hidden by CSS
+        # (webui.render), as an invisible component is not in the page at all.
+        self.wake = gr.Button("Update", elem_id=WAKE_ID)
         with gr.Row(equal_height=True):
             self.status = gr.Dropdown(
                 [("all", "all"), *((s.label, s.value) for s in RunState)], value="all", label="Status", scale=1
@@ -168,12 +167,10 @@ class RunsTab:
         self.cancel_btn.click(self.on_cancel, [self.run_id], [self.run_info], api_name="run_cancel").then(**show).then(
             **listing
         )
-        # The long poll holds no thread and has no limit: every page waits at once. Its answer is the pulse, whose
-        # change renders the page (quickly; only while it renders are the outputs busy).
-        self.timer.tick(
-            self.on_tick, [self.seen, self.pulse], [self.pulse], show_progress="hidden", concurrency_limit=None
-        )
-        self.pulse.change(
+        # The page's long poll is plain HTTP (webui.live): no Gradio event is pending while it waits. Its wake renders
+        # the page (quickly; only while it renders are the outputs busy).
+        self.ctx.on_tab_load(fn=None, js=FOLLOW_JS)
+        self.wake.click(
             self.on_pulse,
             [self.seen],
             [self.seen, self.table, *panel],
@@ -352,30 +349,16 @@ class RunsTab:
 
     # ---- live ---------------------------------------------------------------------------------------------------
 
-    async def on_tick(self, seen: int | None, pulse: int, request: gr.Request) -> Any:
-        """One long poll: wait until the runs move (or a while passes); bump the page's pulse when it has something
-        to show. Only the hidden pulse waits on it, so nothing on the page looks busy meanwhile."""
-        if seen is None or seen < 0:  # the page's first load has not said what it shows yet
-            return gr.skip()
-        changes = self.ctx.ws.runs.changes
-        view = self.views.get(_session(request)) or PageView()
-        if changes.moved(seen, view.run_id).anything:
-            return pulse + 1
-        active = view.run_id is not None and changes.unfinished(view.run_id)
-        await self.waiter.wait(seen, ACTIVE_WAIT_S if active else IDLE_WAIT_S)
-        view = self.views.get(_session(request)) or PageView()  # what the page shows now, not when the tick began
-        if changes.moved(seen, view.run_id).anything or (view.run_id is not None and changes.unfinished(view.run_id)):
-            return pulse + 1
-        return gr.skip()
-
     def on_pulse(self, seen: int, request: gr.Request) -> tuple:
         """Render what moved on this page since `seen`: the list, the run panel; or, while its run is unfinished
         and nothing was logged, the elapsed time."""
+        if seen is None or seen < 0:  # the page's first load has not said what it shows yet
+            return (gr.skip(),) * 10
         view = self.views.get(_session(request)) or PageView()
         moved = self.ctx.ws.runs.changes.moved(seen, view.run_id)
         if moved.anything:
             return self._moved(moved, view, request)
-        if view.run_id is None:
+        if view.run_id is None or not self.ctx.ws.runs.changes.unfinished(view.run_id):
             return (gr.skip(),) * 10
         return (gr.skip(), gr.skip(), gr.skip(), self._progress_only(view.run_id, request), *(gr.skip(),) * 6)
 

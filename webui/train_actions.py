@@ -43,6 +43,22 @@ def _form_problems(exc: LfopsError) -> list[str]:
     return problems(exc, sentences=True)
 
 
+def _unchanged(choices: list, shown: list | None) -> bool:
+    return shown is not None and [list(c) for c in choices] == [list(c) for c in shown]
+
+
+def _listed(choices: list, shown: list | None, current: Any = None) -> Any:
+    """A dropdown's choices as its focus answers them: unchanged when the page already lists them; new ones with no
+    option chosen otherwise. (Gradio filters new choices by the chosen option's label, so a list refreshed while an
+    option is chosen would show only that option: e.g. Launch's list after a first launch, without the new request.)
+    With `current`, a chosen option is kept when it is still offered (a first load, before anything was listed)."""
+    if _unchanged(choices, shown):
+        return gr.update()
+    ids = [c[1] for c in choices]
+    keep = shown is None and current is not None and current in ids
+    return gr.update(choices=choices, value=current if keep else None)
+
+
 def _opened(value: str | dict | None) -> dict | None:
     """The opened config's record (the hidden field's JSON); None when nothing was opened or it is unreadable."""
     if isinstance(value, str):
@@ -104,7 +120,12 @@ class TrainActions:
             api_name="open_from_repo",
         ).then(self.on_reopen, [self.opened], form)  # after LlamaBoard's own model-name change filled in its guesses
         choosers = [self.open_choice, self.target]
-        openable = dict(fn=self.on_openable, inputs=None, outputs=choosers)
+        self.listed_openable = gr.State(None)  # the choices the page lists (see _listed)
+        openable = dict(
+            fn=self.on_openable,
+            inputs=[self.listed_openable],
+            outputs=[*choosers, self.listed_openable],
+        )
         self.ctx.on_tab_load(**openable)
         self.open_choice.focus(**openable)
         self.target.focus(**openable)
@@ -150,10 +171,11 @@ class TrainActions:
                     self.override_btn = gr.Button("Launch with override", variant="stop", scale=1)
         self.ctx.gate(self.save_btn, "config.save")
         self.ctx.gate(self.override_box, "run.override")
+        self.listed_launchable = gr.State(None)  # the choices the page lists (see _listed)
         offer = dict(
             fn=self.on_offer,
-            inputs=[self.launch_choice],
-            outputs=[self.launch_choice, self.launch_btn, self.launch_result],
+            inputs=[self.launch_choice, self.listed_launchable],
+            outputs=[self.launch_choice, self.launch_btn, self.launch_result, self.listed_launchable],
         )
         self.ctx.on_tab_load(**offer)
         self.launch_choice.focus(**offer)
@@ -174,15 +196,14 @@ class TrainActions:
 
     # ---- Launch -------------------------------------------------------------------------------------------------
 
-    def on_offer(self, current: int | None, request: gr.Request) -> tuple[Any, Any, str]:
+    def on_offer(self, current: int | None, shown: list | None, request: gr.Request) -> tuple[Any, Any, str, list]:
         """What this user may launch: merged change requests; the button stays off, with the reason, otherwise."""
         choices, reason = self._offer(request)
-        ids = [c[1] for c in choices]
-        value = current if current in ids else None  # preselecting one made the list show only that one
         return (
-            gr.update(choices=choices, value=value),
+            _listed(choices, shown, current),
             gr.update(interactive=not reason),
             md_text(reason) if reason else "",
+            choices,
         )
 
     @shows_errors(lambda lines, **_: ([], "; ".join(lines)))
@@ -249,14 +270,17 @@ class TrainActions:
 
     # ---- Open from repo -----------------------------------------------------------------------------------------
 
-    @shows_errors(as_warning(gr.update(), gr.update()))
-    def on_openable(self, request: gr.Request) -> tuple[Any, Any]:
+    @shows_errors(as_warning(gr.update(), gr.update(), None))  # None: the next focus lists afresh
+    def on_openable(self, shown: list | None, request: gr.Request) -> tuple[Any, Any, list]:
         """The configs this user can open, and the change requests of theirs that a save can revise."""
         actor = self.ctx.auth.actor(request)
-        sources = self.ctx.ws.changes.openable(actor) if actor else []
-        own = [] if actor is None else self._own_requests(actor)
-        # Choices only: this runs on focus, and setting the value too would race the user's pick of an option.
-        return gr.update(choices=[(s.label, s.key) for s in sources]), gr.update(choices=[(NEW_REQUEST, ""), *own])
+        sources = [(s.label, s.key) for s in (self.ctx.ws.changes.openable(actor) if actor else [])]
+        targets = [(NEW_REQUEST, ""), *([] if actor is None else self._own_requests(actor))]
+        # This runs on focus: the value is set only along with new choices (see _listed), never on its own, where
+        # it would race the user's pick of an option.
+        was_sources, was_targets = shown if shown else (None, None)
+        target = gr.update() if _unchanged(targets, was_targets) else gr.update(choices=targets)
+        return _listed(sources, was_sources), target, [sources, targets]  # "Save as" keeps "a new change request"
 
     def _own_requests(self, actor: Actor) -> list[tuple[str, str]]:
         views = self.ctx.ws.changes.list(actor, author=actor.name)
