@@ -67,7 +67,8 @@ def test_a_dead_connection_ends_the_lead_on_postgresql(pg_database, template_wor
         with admin.connect() as conn:  # end replica-a's lock connection from the server's side
             ended = conn.execute(
                 text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    # with a time-out it waits until the backend has gone, and its lock with it
+                    "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
             ).all()
