@@ -50,11 +50,11 @@ def test_killing_the_leader_mid_run_hands_tracking_to_the_other_replica(pg_env, 
         wait_for(lambda: _rows(ws, run.id), 240, 0.1, "the leader to store the first metric rows")
         assert ws.runs.get(alice, run.id).status == "running"
         out = Path(ws.runs.runner.output_dir(run.external_id))
+        steps_at_kill = {step for step, _ in logged_metrics(out)}  # read before the kill: the hand-over takes a while
         a.kill()
 
         assert wait_for(lambda: leader_of([b]), 60, 0.1, "replica b to take the lead") is b
         assert b.leader()["holder"].endswith(f":{b.pid}")
-        steps_at_kill = {step for step, _ in logged_metrics(out)}
         final = wait_for(
             lambda: (v := ws.runs.get(alice, run.id)).status not in ("queued", "pending", "running") and v,
             600,

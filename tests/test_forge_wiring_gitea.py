@@ -26,7 +26,7 @@ from backend.runs.policy import LaunchPolicy
 from backend.store.models import AuditEvent, ChangeRequest, PullRequest
 from backend.workspace import Workspace
 from tests.gitea_fixtures import GITEA_TOKEN, GiteaSandbox, gitea_available, make_sandbox
-from tests.helpers import free_port, git, need_service, run_lfops
+from tests.helpers import free_port, git, need_service, run_lfops, wait_for
 from tests.runs_fixtures import kill_leftover_runs, small_config
 from tests.workspace_fixtures import Env, make_env
 
@@ -264,7 +264,14 @@ def test_merges_made_on_the_forge(gitea, forge_env, api):
     forced = ws.changes.save(alice, _config(forge_env, 48), "rank48", "LoRA rank 48")
     number = ws.forge_sync.pull_request(forced.change_request).number
     since = len(gitea.sink.deliveries)
-    answer = gitea.admin.post(f"/repos/{gitea.repo}/pulls/{number}/merge", json={"Do": "merge", "force_merge": True})
+
+    def force_merge() -> httpx.Response | None:
+        """Gitea's own API; right after a push it answers 405 "try again later" until its mergeability check ran."""
+        merge = {"Do": "merge", "force_merge": True}
+        answer = gitea.admin.post(f"/repos/{gitea.repo}/pulls/{number}/merge", json=merge)
+        return None if answer.status_code == 405 and "try again later" in answer.text.lower() else answer
+
+    answer = wait_for(force_merge, timeout=60, interval=0.5, what="Gitea to accept the force merge")
     assert answer.is_success, answer.text
     assert _deliver(gitea, api, "pull_request", number, since).status_code == 200
     row = ws.forge_sync.pull_request(forced.change_request)
